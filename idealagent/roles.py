@@ -1,0 +1,321 @@
+"""The two LLM roles: the Questioner asks sub-questions, the Reasoner gives a Verdict.
+
+Each role renders its prompt file, sends one batched call for all the samples it was given,
+and validates every reply. Structured output (``with_structured_output(..., method=
+"json_schema")``) is used where the chat model supports it; otherwise the tolerant parsers in
+parsing.py read the text. A reply that still can't be used is sent back with the error (the
+``repair`` prompt) and retried; after the last attempt the role reports no value, and the
+agent records why the sample stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
+
+from idealagent import parsing
+from idealagent.errors import ModelOutputError
+from idealagent.prompts import PromptSpec, load_prompt
+from idealagent.trace import Failure, Trace, Verdict
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+StructuredMode = Literal["auto", "on", "off"]
+
+
+class RepeatedQuestionsError(ModelOutputError):
+    """Every sub-question the questioner gave had been asked before."""
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """What a role produced for one sample: a value, or None after every attempt failed."""
+
+    value: T | None = None
+    failures: list[Failure] = field(default_factory=list)
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    last_error: ModelOutputError | None = None
+
+
+class _Pending(Exception):
+    """Some replies in the batch are still unusable: tells tenacity to try again."""
+
+
+class StructuredCaller:
+    """Batched LLM calls that must yield a validated record, with repair-and-retry."""
+
+    def __init__(
+        self,
+        llm: BaseChatModel,
+        role: Literal["questioner", "reasoner", "answerer"],
+        *,
+        attempts: int = 3,
+        structured: StructuredMode = "auto",
+        prompts_dir: str | None = None,
+    ) -> None:
+        self.llm = llm
+        self.role = role
+        self.attempts = attempts
+        self.structured = structured
+        self.repair = load_prompt("repair", prompts_dir)
+        self._runnables: dict[str, Any] = {}
+
+    def __call__(
+        self,
+        conversations: Sequence[list[BaseMessage]],
+        schemas: Sequence[dict[str, Any]],
+        parsers: Sequence[Callable[[dict[str, Any] | None, str], T]],
+    ) -> list[Outcome[T]]:
+        """Run every conversation, parse each reply with its parser, repair what fails."""
+        outcomes: list[Outcome[T]] = [Outcome() for _ in conversations]
+        conversations = [list(c) for c in conversations]
+        pending = list(range(len(conversations)))
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(self.attempts), retry=retry_if_exception_type(_Pending)
+            ):
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    pending = self._attempt(number, pending, conversations, schemas, parsers, outcomes)
+                    if pending:
+                        raise _Pending(f"{len(pending)} unusable replies")
+        except RetryError:
+            log.info("%s: %d replies unusable after %d attempts", self.role, len(pending), self.attempts)
+        return outcomes
+
+    def _attempt(self, number, pending, conversations, schemas, parsers, outcomes) -> list[int]:
+        still: list[int] = []
+        # One batch per distinct schema: samples that share an answer format share a call.
+        groups: dict[str, list[int]] = {}
+        for i in pending:
+            groups.setdefault(json.dumps(schemas[i], sort_keys=True), []).append(i)
+        for indices in groups.values():
+            runnable, structured = self._runnable(schemas[indices[0]])
+            replies = runnable.batch([conversations[i] for i in indices], return_exceptions=True)
+            for i, reply in zip(indices, replies):
+                outcome = outcomes[i]
+                outcome.calls += 1
+                message, data, error = _unpack(reply, structured)
+                if message is not None:
+                    usage = message.usage_metadata or {}
+                    outcome.input_tokens += usage.get("input_tokens", 0)
+                    outcome.output_tokens += usage.get("output_tokens", 0)
+                raw = _text(message)
+                try:
+                    if error is not None:
+                        raise ModelOutputError(f"the model call failed: {error}", raw)
+                    outcome.value = parsers[i](data, raw)
+                except ModelOutputError as exc:
+                    outcome.last_error = exc
+                    outcome.failures.append(
+                        Failure(role=self.role, attempt=number, error=str(exc), raw=raw[:2000])
+                    )
+                    if message is not None:
+                        conversations[i] += [AIMessage(raw), *self.repair.render(error=str(exc))]
+                    still.append(i)
+        return still
+
+    def _runnable(self, schema: dict[str, Any]) -> tuple[Any, bool]:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._runnables:
+            self._runnables[key] = self._make_runnable(schema)
+        return self._runnables[key]
+
+    def _make_runnable(self, schema: dict[str, Any]) -> tuple[Any, bool]:
+        if self.structured != "off":
+            try:
+                return self.llm.with_structured_output(schema, method="json_schema", include_raw=True), True
+            except (NotImplementedError, ValueError, TypeError) as exc:
+                if self.structured == "on":
+                    raise
+                log.debug("%s: no structured output (%s); parsing text", self.role, exc)
+        return self.llm, False
+
+
+def _unpack(reply: Any, structured: bool) -> tuple[AIMessage | None, dict[str, Any] | None, Any]:
+    """(raw message, parsed JSON object or None, call error or None) from a batch reply."""
+    if isinstance(reply, Exception):
+        return None, None, f"{type(reply).__name__}: {reply}"
+    if structured:
+        parsed = reply.get("parsed")
+        if hasattr(parsed, "model_dump"):
+            parsed = parsed.model_dump()
+        return reply.get("raw"), parsed if isinstance(parsed, dict) else None, None
+    message = reply if isinstance(reply, AIMessage) else AIMessage(_text(reply))
+    return message, parsing.extract_json(_text(message)), None
+
+
+def _text(message: Any) -> str:
+    if message is None:
+        return ""
+    content = getattr(message, "content", message)
+    if isinstance(content, list):  # content blocks
+        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+    return str(content)
+
+
+def _prompt_vars(trace: Trace) -> dict[str, Any]:
+    sample = trace.sample
+    return {
+        "question": sample.question,
+        "kind": sample.kind,
+        "choices": sample.choices or [],
+        "caption": trace.caption or "none",
+        "evidence": [qa for r in trace.rounds for qa in r.sub_qas if qa.answer],
+    }
+
+
+class Questioner:
+    """Asks 1..max_sub_questions new sub-questions per sample."""
+
+    def __init__(
+        self,
+        llm: BaseChatModel,
+        *,
+        max_sub_questions: int = 3,
+        prompt: PromptSpec | None = None,
+        prompts_dir: str | None = None,
+        **caller_options: Any,
+    ) -> None:
+        self.max_sub_questions = max_sub_questions
+        self.prompt = prompt or load_prompt("questioner", prompts_dir)
+        self.caller = StructuredCaller(llm, "questioner", prompts_dir=prompts_dir, **caller_options)
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema of a reply: 1..max short questions ending in a question mark."""
+        question = {"type": "string", "pattern": r'^[A-Z][^"\\\n?]{3,100}\?$'}
+        items = {"type": "array", "items": question, "minItems": 1, "maxItems": self.max_sub_questions}
+        return {
+            "title": "SubQuestions",
+            "type": "object",
+            "properties": {"sub_questions": items},
+            "required": ["sub_questions"],
+        }
+
+    def ask(self, traces: Sequence[Trace]) -> list[Outcome[list[str]]]:
+        """New sub-questions for each trace, given everything it has seen so far."""
+        conversations = []
+        for trace in traces:
+            verdict = trace.last_verdict
+            conversations.append(
+                self.prompt.render(
+                    trace.sample.kind,
+                    **_prompt_vars(trace),
+                    analysis=verdict.analysis if verdict else "",
+                    max_sub_questions=self.max_sub_questions,
+                )
+            )
+        schema = self.schema()
+        parsers = [self._parser(trace) for trace in traces]
+        return self.caller(conversations, [schema] * len(traces), parsers)
+
+    def _parser(self, trace: Trace) -> Callable[[dict[str, Any] | None, str], list[str]]:
+        asked = {parsing.normalize_question(q) for q in trace.sub_questions}
+
+        def parse(data: dict[str, Any] | None, raw: str) -> list[str]:
+            items = data.get("sub_questions") if data else None
+            candidates = (
+                [q.strip() for q in items if isinstance(q, str) and q.strip()]
+                if isinstance(items, list)
+                else parsing.parse_sub_questions(raw)
+            )
+            if not candidates:
+                raise ModelOutputError('no sub-questions found; give {"sub_questions": [...]}', raw)
+            fresh, seen = [], set(asked)
+            for question in candidates:
+                key = parsing.normalize_question(question)
+                if key and key not in seen:
+                    seen.add(key)
+                    fresh.append(question)
+            if not fresh:
+                raise RepeatedQuestionsError(
+                    "every sub-question was already asked; ask about something new", raw
+                )
+            return fresh[: self.max_sub_questions]
+
+        return parse
+
+
+class Reasoner:
+    """Weighs the evidence and gives a Verdict; on the final round it must commit."""
+
+    def __init__(
+        self,
+        llm: BaseChatModel,
+        *,
+        prompt: PromptSpec | None = None,
+        prompts_dir: str | None = None,
+        **caller_options: Any,
+    ) -> None:
+        self.prompt = prompt or load_prompt("reasoner", prompts_dir)
+        self.caller = StructuredCaller(llm, "reasoner", prompts_dir=prompts_dir, **caller_options)
+
+    @staticmethod
+    def schema(trace: Trace) -> dict[str, Any]:
+        """The JSON schema of a verdict; choice kinds constrain the answer to valid options."""
+        sample = trace.sample
+        if sample.kind == "multiple_choice":
+            answer: dict[str, Any] = {"enum": [parsing.choice_letter(i) for i in range(len(sample.choices))]}
+        elif sample.choices:
+            answer = {"enum": list(sample.choices)}
+        else:
+            answer = {"type": "string", "minLength": 1, "maxLength": 60}
+        return {
+            "title": "Verdict",
+            "type": "object",
+            "properties": {
+                "analysis": {"type": "string", "maxLength": 300},
+                "answer": answer,
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+            "required": ["analysis", "answer", "confidence"],
+        }
+
+    def judge(self, traces: Sequence[Trace], final: Sequence[bool]) -> list[Outcome[Verdict]]:
+        """A verdict for each trace; ``final[i]`` forces sample i to commit to an answer."""
+        conversations = [
+            self.prompt.render(trace.sample.kind, **_prompt_vars(trace), final=is_final)
+            for trace, is_final in zip(traces, final)
+        ]
+        schemas = [self.schema(trace) for trace in traces]
+        parsers = [self._parser(trace, is_final) for trace, is_final in zip(traces, final)]
+        return self.caller(conversations, schemas, parsers)
+
+    @staticmethod
+    def _parser(trace: Trace, final: bool) -> Callable[[dict[str, Any] | None, str], Verdict]:
+        choices = trace.sample.choices
+
+        def parse(data: dict[str, Any] | None, raw: str) -> Verdict:
+            fields = data if data is not None else parsing.parse_verdict_fields(raw)
+            answer = fields.get("answer")
+            answer = None if answer is None else str(answer).strip()
+            confidence = parsing.parse_confidence(fields.get("confidence"))
+            if confidence is None:
+                raise ModelOutputError("no confidence between 0 and 1 found", raw)
+            analysis = str(fields.get("analysis") or "").strip()
+            if parsing.is_undecided(answer):
+                if final:
+                    raise ModelOutputError("this is the last round: give an answer, not 'unknown'", raw)
+                return Verdict(analysis=analysis, answer=None, confidence=0.0)
+            if not choices:
+                return Verdict(analysis=analysis, answer=answer, confidence=confidence)
+            index = parsing.match_choice(answer, choices)
+            if index is None:
+                options = ", ".join(
+                    f"{parsing.choice_letter(i)} ({c})" if trace.sample.kind == "multiple_choice" else c
+                    for i, c in enumerate(choices)
+                )
+                raise ModelOutputError(f"the answer {answer!r} is not one of: {options}", raw)
+            return Verdict(analysis=analysis, answer=choices[index], confidence=confidence, choice_index=index)
+
+        return parse
