@@ -1,0 +1,310 @@
+"""``LocalChatModel``: a LangChain chat model over a local transformers causal LM.
+
+Unlike ``BaseChatModel.batch`` (a thread per input), ``.batch()`` here renders every
+conversation with the tokenizer's chat template and runs one left-padded ``generate`` call per
+chunk of ``max_batch_size``. A ``json_schema`` call option turns on xgrammar-constrained
+decoding, which is what ``with_structured_output`` binds. torch and transformers are imported
+only when a model is loaded or run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManager, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult, LLMResult
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables.config import get_config_list, run_in_executor
+from langchain_core.utils.utils import LC_ID_PREFIX
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from idealagent.errors import ModelLoadError, ModelOutputError
+
+# LangChain message types -> chat-template roles.
+ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+# Loading options that mean the same to the tokenizer and to the model.
+SHARED_LOAD_KWARGS = ("local_files_only", "trust_remote_code", "gguf_file", "revision", "cache_dir")
+
+
+class LocalChatModel(BaseChatModel):
+    """A chat model over a loaded transformers causal LM and its tokenizer."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    model: Any = Field(exclude=True, repr=False)
+    """A loaded transformers ``PreTrainedModel`` with a language-modelling head."""
+    tokenizer: Any = Field(exclude=True, repr=False)
+    """Its tokenizer; it must have a chat template."""
+    model_name: str = ""
+    """Folder or hub id the weights came from, for traces and response metadata."""
+    max_new_tokens: int = 256
+    """Default cap on generated tokens per reply; a call may pass its own."""
+    max_batch_size: int = 8
+    """Most conversations in one ``generate`` call."""
+    temperature: float = 0.0
+    """0 decodes greedily (reproducible); above 0 samples."""
+
+    _grammar_compiler: Any = PrivateAttr(default=None)
+    _grammars: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _prepare_local_tokenizer(self) -> LocalChatModel:
+        require_chat_template(self.tokenizer, self.model_name)
+        if self.tokenizer.pad_token is None:
+            # Left-padding a batch needs a pad token; it is masked out, so any token will do.
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        return self
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | Path,
+        *,
+        dtype: Any = None,
+        device: str | None = None,
+        max_new_tokens: int = 256,
+        max_batch_size: int = 8,
+        **load_kwargs: Any,
+    ) -> LocalChatModel:
+        """Load from a local folder or the local Hugging Face cache; never downloads."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        name = str(path_or_id)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        load_kwargs = {"local_files_only": True, "trust_remote_code": False, **load_kwargs}
+        if "gguf_file" not in load_kwargs:
+            load_kwargs.setdefault("use_safetensors", True)
+        tokenizer_kwargs = {k: v for k, v in load_kwargs.items() if k in SHARED_LOAD_KWARGS}
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, **tokenizer_kwargs)
+            require_chat_template(tokenizer, name)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **load_kwargs)
+        except (OSError, ValueError) as error:  # transformers' "not found" and "not a model"
+            raise ModelLoadError(load_failure_message(name, error)) from error
+        return cls(
+            model=model.to(device).eval(),
+            tokenizer=tokenizer,
+            model_name=name,
+            max_new_tokens=max_new_tokens,
+            max_batch_size=max_batch_size,
+        )
+
+    @property
+    def _llm_type(self) -> str:
+        return "idealagent-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        [reply] = self.reply([messages], stop=stop, **kwargs)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage | Exception]:
+        """Reply to every input with batched ``generate`` calls; kwargs as for ``invoke``."""
+        if not inputs:
+            return []
+        conversations = [self._convert_input(x).to_messages() for x in inputs]
+        configs = get_config_list(config, len(inputs))
+        runs = [self._start_run(c, cfg, kwargs) for c, cfg in zip(conversations, configs)]
+        try:
+            replies = self.reply(conversations, **kwargs)
+        except Exception as error:
+            for run in runs:
+                run.on_llm_error(error)
+            if return_exceptions:
+                return [error] * len(inputs)
+            raise
+        for run, reply in zip(runs, replies):
+            reply.id = f"{LC_ID_PREFIX}-{run.run_id}-0"  # as invoke names its messages
+            run.on_llm_end(LLMResult(generations=[[ChatGeneration(message=reply)]]))
+        return replies
+
+    async def abatch(self, inputs, config=None, *, return_exceptions=False, **kwargs) -> list:
+        """``batch`` in a worker thread, so the event loop is free while the model runs."""
+        return await run_in_executor(
+            None, self.batch, inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+
+    def reply(
+        self,
+        conversations: list[list[BaseMessage]],
+        *,
+        stop: list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
+        max_new_tokens: int | None = None,
+    ) -> list[AIMessage]:
+        """Generate one reply per conversation, ``max_batch_size`` conversations per call."""
+        prompts = [self.render(c) for c in conversations]
+        # Similar lengths side by side means less padding; characters are a cheap proxy.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        replies: list[AIMessage] = [None] * len(prompts)  # type: ignore[list-item]
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start : start + self.max_batch_size]
+            options = {"stop": stop, "json_schema": json_schema, "max_new_tokens": max_new_tokens}
+            for i, reply in zip(chunk, self._generate_chunk([prompts[i] for i in chunk], **options)):
+                replies[i] = reply
+        return replies
+
+    def render(self, conversation: list[BaseMessage]) -> str:
+        """The prompt text for a conversation, ending where the assistant's reply starts."""
+        turns = [{"role": ROLES.get(m.type, m.type), "content": m.text} for m in conversation]
+        return self.tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+
+    def _generate_chunk(self, prompts, *, stop, json_schema, max_new_tokens) -> list[AIMessage]:
+        import torch
+
+        batch = self.tokenizer(  # the chat template already holds any BOS
+            prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+        ).to(self.model.device)
+        options: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens or self.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": sorted(self._stop_token_ids),
+            "do_sample": self.temperature > 0,
+        }
+        if self.temperature > 0:
+            options["temperature"] = self.temperature
+        if json_schema is not None:
+            options["logits_processor"] = [self._json_processor(json_schema)]
+        with torch.inference_mode():
+            output = self.model.generate(**batch, **options)  # (rows, prompt + new)
+        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+        input_counts = batch["attention_mask"].sum(dim=1).tolist()  # padding excluded
+        return [self._to_message(t, n, stop) for t, n in zip(new_tokens, input_counts)]
+
+    def _to_message(self, tokens: list[int], input_tokens: int, stop: list[str] | None) -> AIMessage:
+        """Decode one row; what follows its first end-of-turn token is padding."""
+        ends = [i for i, token in enumerate(tokens) if token in self._stop_token_ids]
+        tokens = tokens[: ends[0] + 1] if ends else tokens
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = min((text.find(s) for s in stop or [] if s in text), default=-1)
+        text = text[:cut] if cut >= 0 else text
+        usage = {"input_tokens": input_tokens, "output_tokens": len(tokens),
+                 "total_tokens": input_tokens + len(tokens)}
+        finish_reason = "stop" if ends or cut >= 0 else "length"
+        metadata = {"finish_reason": finish_reason, "model_name": self.model_name}
+        return AIMessage(content=text, usage_metadata=usage, response_metadata=metadata)
+
+    @property
+    def _stop_token_ids(self) -> set[int]:
+        """Tokens that end a turn: the generation config's and the tokenizer's EOS."""
+        configured = self.model.generation_config.eos_token_id
+        ids = set(configured if isinstance(configured, list) else [configured])
+        ids.add(self.tokenizer.eos_token_id)
+        return ids - {None}
+
+    def _json_processor(self, schema: dict[str, Any]) -> Any:
+        """A fresh xgrammar processor (each holds per-call matcher state) for a cached grammar."""
+        try:
+            import xgrammar
+            from xgrammar.contrib.hf import LogitsProcessor
+        except ImportError as error:
+            raise ModelLoadError("JSON-constrained decoding needs xgrammar: pip install xgrammar") from error
+        # Not sort_keys: xgrammar emits properties in schema order, so order is meaning.
+        key = json.dumps(schema)
+        if key not in self._grammars:
+            if self._grammar_compiler is None:
+                info = xgrammar.TokenizerInfo.from_huggingface(
+                    self.tokenizer,
+                    vocab_size=self.model.config.get_text_config().vocab_size,
+                    stop_token_ids=sorted(self._stop_token_ids),  # the same ends as generate's
+                )
+                self._grammar_compiler = xgrammar.GrammarCompiler(info)
+            self._grammars[key] = self._grammar_compiler.compile_json_schema(key, any_whitespace=False)
+        return LogitsProcessor(self._grammars[key])
+
+    def _start_run(self, conversation: list[BaseMessage], config: RunnableConfig, kwargs: dict) -> Any:
+        """Open the callback run that ``invoke`` would open, so traces look the same."""
+        manager = CallbackManager.configure(
+            config.get("callbacks"), self.callbacks, self.verbose,
+            config.get("tags"), self.tags, config.get("metadata"), self.metadata,
+        )
+        [run] = manager.on_chat_model_start(
+            self._serialized, [conversation], invocation_params=self._get_invocation_params(**kwargs),
+            name=config.get("run_name"), run_id=config.pop("run_id", None),
+        )
+        return run
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type[BaseModel],
+        *,
+        method: str = "json_schema",
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable:
+        """Constrain replies to ``schema`` and parse them into it (a pydantic class or a dict).
+
+        With ``include_raw`` each output is ``{"raw", "parsed", "parsing_error"}`` and parsing
+        errors are returned there instead of raised, so a batch keeps every row.
+        """
+        kwargs.pop("strict", None)  # decoding is always strict
+        if method != "json_schema" or kwargs:
+            raise ValueError(f"only method='json_schema' is supported, got {method!r} and {kwargs}")
+        is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
+        json_schema = schema.model_json_schema() if is_model else schema
+
+        def parse(message: AIMessage) -> Any:
+            try:
+                # strict=False: xgrammar lets raw control characters into strings; JSON does not.
+                value = json.loads(message.text, strict=False)
+                return schema.model_validate(value) if is_model else value
+            except ValueError as error:  # pydantic's ValidationError and JSONDecodeError
+                finish_reason = message.response_metadata.get("finish_reason")
+                reason = " ".join(str(error).split())  # one line, as every error message
+                raise ModelOutputError(
+                    f"reply does not fit the schema (finish_reason={finish_reason}): {reason}",
+                    raw=message.text,
+                ) from error
+
+        def parse_keeping_raw(message: AIMessage) -> dict[str, Any]:
+            try:
+                return {"raw": message, "parsed": parse(message), "parsing_error": None}
+            except ModelOutputError as error:
+                return {"raw": message, "parsed": None, "parsing_error": error}
+
+        bound = self.bind(json_schema=json_schema)
+        return bound | RunnableLambda(parse_keeping_raw if include_raw else parse)
+
+
+def require_chat_template(tokenizer: Any, name: str) -> None:
+    """Raise ``ModelLoadError`` unless the tokenizer can render conversations."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(f"the tokenizer of {name or 'this model'} has no chat template: "
+                             "use an instruction-tuned (chat) model")
+
+
+def load_failure_message(name: str, error: Exception) -> str:
+    """One line saying why ``name`` could not be loaded, and what to do about it."""
+    if Path(name).expanduser().exists():
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"cannot load a model from {name}: {reason}"
+    if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1:
+        return (f"model folder {name} not found: pass a folder holding a saved model, "
+                "or a Hugging Face id pre-downloaded with `huggingface-cli download ID`")
+    return (f"model {name} is not in the local Hugging Face cache: run "
+            f"`huggingface-cli download {name}` first, or pass a local folder")
