@@ -1,0 +1,183 @@
+"""Rich rendering of Rounds and Traces, and ``LiveRun``, which shows a run as it happens.
+
+All console output of the package lives here; the library itself only logs. Every function
+takes the ``Console`` to draw on, so the CLI decides where output goes (stdout, or stderr when
+stdout is reserved for ``--json``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from idealagent.trace import Round, Trace
+
+if TYPE_CHECKING:
+    from idealagent.agent import IdealAgent
+
+BAR_WIDTH = 20
+
+STOP_REASONS = {
+    "confident": "confident enough",
+    "max_rounds": "reached the last round, so the reasoner had to commit",
+    "no_new_questions": "the questioner had nothing new to ask",
+    "questioner_failed": "the questioner's replies stayed unusable after every retry",
+    "reasoner_failed": "the reasoner's replies stayed unusable after every retry",
+    "error": "the run failed",
+}
+
+
+def confidence_bar(confidence: float | None, threshold: float, width: int = BAR_WIDTH) -> Text:
+    """A bar of blocks with the value: red below the threshold, green at or above it."""
+    if confidence is None:
+        return Text("no confidence", style="dim")
+    filled = round(max(0.0, min(1.0, confidence)) * width)
+    style = "green" if confidence >= threshold else "red"
+    return Text.assemble(
+        ("█" * filled, style),
+        ("░" * (width - filled), "dim"),
+        (f" {confidence:.2f}", f"bold {style}"),
+        (f"  (threshold {threshold:.2f})", "dim"),
+    )
+
+
+def round_panel(round_: Round, threshold: float) -> Panel:
+    """One round as a panel: sub-questions with answers, then the verdict and its confidence."""
+    title = f"Round {round_.index}" + (" · final round" if round_.forced else "")
+    rows = Table.grid(padding=(0, 1))
+    rows.add_column(style="bold cyan", no_wrap=True)
+    rows.add_column()
+    for qa in round_.sub_qas:
+        rows.add_row("Q", Text(qa.question))
+        rows.add_row("A", Text(qa.answer) if qa.answer else Text("…", style="dim"))
+    verdict = round_.verdict
+    if verdict is not None:
+        rows.add_row("", "")
+        rows.add_row("analysis", Text(verdict.analysis or "—", style="italic"))
+        answer = Text(verdict.answer, style="bold") if verdict.answer else Text("undecided", style="dim")
+        rows.add_row("answer", answer)
+        rows.add_row("confidence", confidence_bar(verdict.confidence, threshold))
+    if round_.failures:
+        rows.add_row("retries", failure_summary(round_))
+    return Panel(rows, title=title, title_align="left", border_style="green" if verdict else "blue")
+
+
+def failure_summary(round_: Round) -> Text:
+    """The round's unusable replies in one line: how many per role, and the last reason."""
+    counts = Counter(failure.role for failure in round_.failures)
+    per_role = ", ".join(f"{role} ×{count}" for role, count in counts.items())
+    last = " ".join(round_.failures[-1].error.split())
+    return Text.assemble((per_role, "yellow"), (f" — last: {_shorten(last, 100)}", "dim"))
+
+
+def result_panel(trace: Trace, threshold: float) -> Panel:
+    """The final answer with confidence, why the loop stopped, and what the run cost."""
+    rows = Table.grid(padding=(0, 1))
+    rows.add_column(style="bold", no_wrap=True)
+    rows.add_column()
+    answer = Text(trace.answer, style="bold green") if trace.answer else Text("no answer", style="bold red")
+    rows.add_row("answer", answer)
+    rows.add_row("confidence", confidence_bar(trace.confidence, threshold))
+    rows.add_row("stopped", Text(stop_reason_text(trace)))
+    rows.add_row("rounds", f"{len(trace.rounds)} ({len(trace.sub_questions)} sub-questions)")
+    usage = trace.usage
+    rows.add_row(
+        "LLM",
+        f"{usage.llm_calls} calls, {usage.llm_input_tokens} tokens in, {usage.llm_output_tokens} out; "
+        f"{usage.answerer_calls} answers",
+    )
+    phases = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in trace.timings.items())
+    rows.add_row("latency", f"{trace.latency_s:.2f}s" + (f" ({phases})" if phases else ""))
+    return Panel(rows, title="Result", title_align="left", border_style="green" if trace.answer else "red")
+
+
+def stop_reason_text(trace: Trace) -> str:
+    """Why the loop stopped, in words."""
+    if trace.stop_reason is None:
+        return "still running"
+    words = STOP_REASONS.get(trace.stop_reason, trace.stop_reason)
+    return f"{words}: {trace.error}" if trace.error else words
+
+
+def print_trace(console: Console, trace: Trace, threshold: float) -> None:
+    """Everything in a trace, readably: the question, the caption, every round, the result."""
+    sample = trace.sample
+    header = Table.grid(padding=(0, 1))
+    header.add_column(style="bold", no_wrap=True)
+    header.add_column()
+    header.add_row("image", str(sample.image))
+    header.add_row("question", sample.question)
+    header.add_row("kind", sample.kind)
+    if sample.choices:
+        header.add_row("choices", " | ".join(sample.choices))
+    header.add_row("caption", trace.caption or "—")
+    console.print(header)
+    for round_ in trace.rounds:
+        console.print(round_panel(round_, threshold))
+    console.print(result_panel(trace, threshold))
+
+
+class LiveRun:
+    """Shows ``agent.stream(..., partial=True)`` as it happens and returns the Trace.
+
+    On a terminal the current round redraws in place and finished rounds stay printed above
+    it. Elsewhere (a pipe, a file, a test) each round is printed once, when it is finished.
+    """
+
+    def __init__(self, console: Console, threshold: float) -> None:
+        self.console = console
+        self.threshold = threshold
+        self._printed = 0  # the index of the last round printed for good (0: none yet)
+
+    def run(self, agent: IdealAgent, image: Any, question: str, *, choices: Sequence[str] | None = None,
+            kind: str | None = None) -> Trace:
+        """Run one question through ``agent``, drawing each round; return the finished Trace."""
+        self._printed = 0
+        updates = agent.stream(image, question, choices=choices, kind=kind,  # type: ignore[arg-type]
+                               partial=True)
+        if not (self.console.is_terminal and not self.console.is_dumb_terminal):
+            return self._consume(updates, live=None)
+        with Live(self._status("looking at the image"), console=self.console, transient=True,
+                  refresh_per_second=8) as live:
+            return self._consume(updates, live)
+
+    def _consume(self, updates: Iterable[Round | Trace], live: Live | None) -> Trace:
+        for update in updates:
+            if isinstance(update, Trace):
+                self._finish(update.rounds)  # a round cut short (e.g. the questioner failed)
+                return update
+            self._finish(r for r in [update] if r.verdict is not None)
+            if live is not None:
+                live.update(self._current(update))
+        raise RuntimeError("the agent's stream ended without a Trace")
+
+    def _finish(self, rounds: Iterable[Round]) -> None:
+        for round_ in rounds:
+            if round_.index > self._printed:
+                self.console.print(round_panel(round_, self.threshold))
+                self._printed = round_.index
+
+    def _current(self, round_: Round) -> RenderableType:
+        if round_.index <= self._printed:  # judged: either done, or the next round is being asked
+            verdict = round_.verdict
+            if round_.forced or (verdict is not None and verdict.confidence >= self.threshold):
+                return self._status("finishing")
+            return self._status(f"round {round_.index + 1}: asking sub-questions")
+        phase = "answering" if any(not qa.answer for qa in round_.sub_qas) else "judging"
+        return Group(round_panel(round_, self.threshold), self._status(f"round {round_.index}: {phase}"))
+
+    @staticmethod
+    def _status(text: str) -> Spinner:
+        return Spinner("dots", Text(text, style="dim"))
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
