@@ -8,6 +8,7 @@ thin views over it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -57,6 +58,8 @@ class IdealAgent:
         check_settings(max_rounds=max_rounds, confidence_threshold=confidence_threshold,
                        max_sub_questions=max_sub_questions, batch_size=batch_size, attempts=attempts)
         self.answerer = answerer
+        self.settings = {"max_rounds": max_rounds, "confidence_threshold": confidence_threshold,
+                         "max_sub_questions": max_sub_questions, "batch_size": batch_size, "attempts": attempts}
         self.max_rounds = max_rounds
         self.confidence_threshold = confidence_threshold
         self.batch_size = batch_size
@@ -80,10 +83,13 @@ class IdealAgent:
         asked and after they are answered (the same object, filled in further each time).
         """
         sample = Sample(image=image, question=question, choices=list(choices) if choices else None, kind=kind)
-        job = _Job(Trace(sample=sample), load_image(image))
+        job = _Job(Trace(sample=sample, settings=self.settings), load_image(image))
+        rounds = job.trace.rounds
         for phase, jobs in self._advance(iter([job])):
             if jobs and (phase == "judged" or partial and phase in ("asked", "answered")):
-                yield job.trace.rounds[-1]
+                yield rounds[-1]
+            elif jobs and phase == "finished" and rounds and rounds[-1].verdict is None:
+                yield rounds[-1]  # a round cut short by a failure still gets shown
         yield job.trace
 
     def run_batch(self, samples: Iterable[Sample]) -> list[Trace]:
@@ -129,7 +135,7 @@ class IdealAgent:
     # -- phases -------------------------------------------------------------------------------
 
     def _start(self, sample: Sample, index: int) -> _Job:
-        job = _Job(Trace(sample=sample), index=index)
+        job = _Job(Trace(sample=sample, settings=self.settings), index=index)
         try:
             job.image = load_image(sample.image)
         except IdealAgentError as exc:
@@ -200,7 +206,8 @@ class IdealAgent:
                 raise RuntimeError(f"{len(outputs)} results for {len(inputs)} inputs")
         except Exception as exc:  # noqa: BLE001 - recorded in the trace, and logged in full
             if len(jobs) == 1:
-                log.warning("%s failed for one sample", phase, exc_info=True)
+                log.warning("%s failed for one sample: %s: %s", phase, type(exc).__name__, exc)
+                log.debug("%s failure", phase, exc_info=True)
                 _stop(jobs[0], "error", error=f"{phase} failed: {type(exc).__name__}: {exc}")
                 return {}
             log.warning("%s failed for a batch of %d; retrying one at a time", phase, len(jobs))
@@ -245,8 +252,12 @@ def _finish_with_last_verdict(job: _Job, reason: str) -> None:
 
 
 def check_settings(*, max_rounds: int = 3, confidence_threshold: float = 0.7, max_sub_questions: int = 3,
-                   batch_size: int = 1, attempts: int = 1, **_other: Any) -> None:
-    """Raise InputError for a loop setting outside its range (other keywords are ignored)."""
+                   batch_size: int = 1, attempts: int = 1, **other: Any) -> None:
+    """Raise InputError for a loop setting outside its range or an unknown setting."""
+    known = set(inspect.signature(IdealAgent.__init__).parameters) - {"self", "llm", "answerer"}
+    unknown = sorted(set(other) - known)
+    if unknown:
+        raise InputError(f"unknown agent setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     if not 0.0 <= confidence_threshold <= 1.0:
         raise InputError(f"confidence threshold must be within [0, 1], got {confidence_threshold}")
     if max_rounds < 1:

@@ -49,6 +49,8 @@ class Sample(BaseModel):
         # Choices without a kind mean multiple choice; fixed-label kinds get their labels.
         if isinstance(data, dict):
             data = dict(data)
+            if data.get("kind") is not None and data["kind"] not in TASK_KINDS:
+                raise InputError(f"unknown task kind {data['kind']!r}; choose one of: {', '.join(TASK_KINDS)}")
             if data.get("kind") is None:
                 data["kind"] = "multiple_choice" if data.get("choices") else "open"
             if data["kind"] == "yes_no" and not data.get("choices"):
@@ -141,6 +143,8 @@ class Trace(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     latency_s: float = 0.0  # wall time from the sample joining the batch to its end
     usage: Usage = Field(default_factory=Usage)
+    # The loop settings this trace ran under (max_rounds, confidence_threshold, ...).
+    settings: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def done(self) -> bool:

@@ -186,7 +186,7 @@ def test_run_batch_matches_one_by_one_runs():
     singles = [single_agent.run(s.image, s.question) for s in samples]
 
     def comparable(trace: Trace):
-        return trace.model_dump(exclude={"timings", "latency_s", "sample"})
+        return trace.model_dump(exclude={"timings", "latency_s", "sample", "settings"})
 
     assert [t.sample.id for t in batched] == ["red", "blue", "green"]
     assert [comparable(t) for t in batched] == [comparable(t) for t in singles]
