@@ -9,10 +9,7 @@ from typing import TYPE_CHECKING, Any
 from idealagent.errors import InputError
 
 if TYPE_CHECKING:
-    from langchain_core.language_models import BaseChatModel
-
     from idealagent.agent import IdealAgent
-    from idealagent.answerers import Answerer
 
 
 @dataclass(frozen=True)
@@ -21,16 +18,25 @@ class Preset:
 
     name: str
     description: str
-    build: Callable[[], tuple[BaseChatModel, Answerer]]  # loads the models; may be slow
+    # Loads the models (may be slow) and returns the model arguments of IdealAgent:
+    # llm and answerer, optionally questioner_llm and reasoner_llm.
+    build: Callable[[], dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)  # IdealAgent keyword arguments
 
 
-def _build_tiny() -> tuple[BaseChatModel, Answerer]:
+def _build_tiny() -> dict[str, Any]:
     from idealagent.answerers.perception import PerceptionAnswerer
     from idealagent.llms.smollm2 import load_smollm2
 
-    llm = load_smollm2()
-    return llm, PerceptionAnswerer(llm)
+    # One copy of the weights; each role gets its own token budget (model_copy is shallow).
+    # The penalty on self-repetition stops the 135M model from looping on a phrase.
+    llm = load_smollm2().model_copy(update={"repetition_penalty": 1.3})
+    return {
+        "llm": llm,
+        "answerer": PerceptionAnswerer(llm.model_copy(update={"max_new_tokens": 16})),
+        "questioner_llm": llm.model_copy(update={"max_new_tokens": 80}),
+        "reasoner_llm": llm.model_copy(update={"max_new_tokens": 120}),
+    }
 
 
 PRESETS: dict[str, Preset] = {
@@ -70,5 +76,4 @@ def load_preset(name: str = "tiny", **overrides: Any) -> IdealAgent:
     preset = get_preset(name)
     settings = {**preset.settings, **{k: v for k, v in overrides.items() if v is not None}}
     check_settings(**settings)  # fail fast, before loading any weights
-    llm, answerer = preset.build()
-    return IdealAgent(llm, answerer, **settings)
+    return IdealAgent(**preset.build(), **settings)

@@ -28,6 +28,9 @@ from idealagent.trace import Failure, Trace, Verdict
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# One or two sentences. The bound also keeps a small model from looping until max_new_tokens
+# and never closing the JSON object.
+ANALYSIS_MAX_CHARS = 240
 StructuredMode = Literal["auto", "on", "off"]
 
 
@@ -274,7 +277,7 @@ class Reasoner:
             "title": "Verdict",
             "type": "object",
             "properties": {
-                "analysis": {"type": "string", "maxLength": 300},
+                "analysis": {"type": "string", "maxLength": ANALYSIS_MAX_CHARS},
                 "answer": answer,
                 "confidence": {"type": "number", "minimum": 0, "maximum": 1},
             },

@@ -41,12 +41,12 @@ class Script:
         self.answerers: list[ScriptedAnswerer] = []
         self.answer = lambda question: "a tabby cat" if "animal" in question else "grey"
 
-    def build(self) -> tuple[ScriptedChatModel, ScriptedAnswerer]:
+    def build(self) -> dict:
         llm = ScriptedChatModel(replies=list(self.replies))
         answerer = ScriptedAnswerer(self.answer)
         self.llms.append(llm)
         self.answerers.append(answerer)
-        return llm, answerer
+        return {"llm": llm, "answerer": answerer}
 
 
 @pytest.fixture

@@ -48,6 +48,9 @@ class LocalChatModel(BaseChatModel):
     """Most conversations in one ``generate`` call."""
     temperature: float = 0.0
     """0 decodes greedily (reproducible); above 0 samples."""
+    repetition_penalty: float = 1.0
+    """Above 1, discourages tokens this reply already produced (never the prompt's, so copying
+    from the prompt stays free). Small greedy models otherwise loop on a phrase."""
 
     _grammar_compiler: Any = PrivateAttr(default=None)
     _grammars: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -188,8 +191,16 @@ class LocalChatModel(BaseChatModel):
         }
         if self.temperature > 0:
             options["temperature"] = self.temperature
-        if json_schema is not None:
-            options["logits_processor"] = [self._json_processor(json_schema)]
+        processors = []
+        if self.repetition_penalty != 1.0:
+            from transformers import RepetitionPenaltyLogitsProcessor
+
+            prompt_length = batch["input_ids"].shape[1]
+            processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty, prompt_length))
+        if json_schema is not None:  # last, so the grammar's mask has the final word
+            processors.append(self._json_processor(json_schema))
+        if processors:
+            options["logits_processor"] = processors
         with torch.inference_mode():
             output = self.model.generate(**batch, **options)  # (rows, prompt + new)
         new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
