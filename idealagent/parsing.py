@@ -174,9 +174,9 @@ def match_choice(answer: Any, choices: list[str]) -> int | None:
 
 
 def short_answer(text: str, max_words: int = 8) -> str:
-    """The first line or sentence of ``text``, without a trailing full stop, at most
-    ``max_words`` words."""
+    """The first line or sentence of ``text``, without an "Answer:" label, quotes or a
+    trailing full stop, at most ``max_words`` words ("" if nothing is left)."""
     line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+    line = re.sub(r"^\s*(answer|a)\s*:\s*", "", line, flags=re.IGNORECASE)
     line = re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0]
-    words = line.strip().strip('"').split()
-    return " ".join(words[:max_words]).rstrip(".").strip()
+    return " ".join(line.split()[:max_words]).strip(" \"'`{}[]").rstrip(".!,;:").strip()

@@ -50,7 +50,9 @@ PRESETS: dict[str, Preset] = {
                 "far too small to be accurate."
             ),
             build=_build_tiny,
-            settings={"max_rounds": 2, "max_sub_questions": 2, "confidence_threshold": 0.7},
+            # Two tries per reply: constrained decoding makes replies parseable, and a greedy
+            # 135M model that repeated itself once mostly repeats itself again.
+            settings={"max_rounds": 2, "max_sub_questions": 2, "confidence_threshold": 0.7, "attempts": 2},
         ),
     ]
 }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import re
 import time
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from idealagent import parsing
 from idealagent.errors import ModelLoadError
 from idealagent.prompts import PromptSpec, load_prompt
 
@@ -288,20 +288,13 @@ def _reply_text(reply: Any) -> str:
     if not isinstance(text, str):  # content blocks, or nothing at all
         text = " ".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in text or [])
     # The exemplars reply in JSON, so a plain-text model imitates it, sometimes cut off mid-way.
-    try:
-        value = json.loads(text)
-        if isinstance(value, dict) and isinstance(value.get("answer"), str):
-            return value["answer"]
-    except json.JSONDecodeError:
-        pass
+    value = parsing.extract_json(text)
+    if value is not None and isinstance(value.get("answer"), str):
+        return value["answer"]
     match = re.search(r'"answer"\s*:\s*"([^"\n]*)', text)
     return match.group(1) if match else text
 
 
 def _short_answer(text: str) -> str:
     """The first line and sentence of ``text``, at most a few words, never empty."""
-    text = next((line for line in text.strip().splitlines() if line.strip()), "")
-    text = re.sub(r"^\s*(answer|a)\s*:\s*", "", text, flags=re.IGNORECASE)
-    text = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
-    text = " ".join(text.split()[:MAX_ANSWER_WORDS]).strip(" \"'`{}[]").rstrip(".!,;:")
-    return text or "unknown"
+    return parsing.short_answer(text, MAX_ANSWER_WORDS) or "unknown"
