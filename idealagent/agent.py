@@ -161,7 +161,7 @@ class IdealAgent:
             _account(trace, round_, outcome)
             if outcome.value is None:
                 repeated = isinstance(outcome.last_error, RepeatedQuestionsError)
-                _finish_with_last_verdict(job, "no_new_questions" if repeated else "questioner_failed")
+                _finish_with_best_verdict(job, "no_new_questions" if repeated else "questioner_failed")
             else:
                 round_.sub_qas = [SubQA(question=q) for q in outcome.value]
 
@@ -184,12 +184,13 @@ class IdealAgent:
             round_ = job.trace.rounds[-1]
             _account(job.trace, round_, outcome)
             if outcome.value is None:
-                _finish_with_last_verdict(job, "reasoner_failed")
+                _finish_with_best_verdict(job, "reasoner_failed")
                 continue
             round_.verdict = verdict = outcome.value
-            if round_.forced or verdict.confidence >= self.confidence_threshold:
-                reason = "confident" if verdict.confidence >= self.confidence_threshold else "max_rounds"
-                _stop(job, reason, answer=verdict.answer, confidence=verdict.confidence)
+            if verdict.confidence >= self.confidence_threshold:
+                _stop(job, "confident", answer=verdict.answer, confidence=verdict.confidence)
+            elif round_.forced:
+                _finish_with_best_verdict(job, "max_rounds")
 
     def _look(self, phase: str, jobs: list[_Job], inputs_of: Any, call: Any) -> dict[int, list[Any]]:
         """One answerer call for all jobs' inputs; results keyed by id(job).
@@ -244,9 +245,10 @@ def _stop(job: _Job, reason: str, *, answer: str | None = None, confidence: floa
     trace.latency_s = time.perf_counter() - job.started
 
 
-def _finish_with_last_verdict(job: _Job, reason: str) -> None:
-    """Stop early, keeping the best answer so far (if any round produced one)."""
-    verdict = job.trace.last_verdict
+def _finish_with_best_verdict(job: _Job, reason: str) -> None:
+    """Stop below the threshold with the most confident answer any round gave (if any): a
+    forced last-round guess at 0.1 should not override an earlier answer at 0.6."""
+    verdict = job.trace.best_verdict
     _stop(job, reason, answer=verdict.answer if verdict else None,
           confidence=verdict.confidence if verdict else None)
 

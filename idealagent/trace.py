@@ -161,6 +161,12 @@ class Trace(BaseModel):
         """The most recent verdict, if any round has one."""
         return next((r.verdict for r in reversed(self.rounds) if r.verdict), None)
 
+    @property
+    def best_verdict(self) -> Verdict | None:
+        """The most confident verdict with an answer (the later one on a tie), if any."""
+        verdicts = [(r.verdict.confidence, r.index, r.verdict) for r in self.rounds if r.verdict and r.verdict.answer]
+        return max(verdicts, key=lambda v: v[:2])[2] if verdicts else None
+
     def to_json(self, **kwargs: Any) -> str:
         """Serialise to JSON."""
         return self.model_dump_json(**kwargs)

@@ -52,6 +52,16 @@ def test_continues_when_unsure_and_forces_the_last_round(red_image):
     assert "last round" in llm.calls[3][0].content and "last round" not in llm.calls[1][0].content
 
 
+def test_a_weak_forced_answer_does_not_override_a_more_confident_one(red_image):
+    agent, _, _ = make_agent(
+        [sub_questions("What is in the cup?"), verdict("espresso", 0.5), sub_questions("Is it coffee?"), verdict("no", 0.1)],
+        max_rounds=2,
+    )
+    trace = agent.run(red_image, "What is in the cup?")
+    assert trace.stop_reason == "max_rounds" and trace.rounds[-1].verdict.answer == "no"
+    assert trace.answer == "espresso" and trace.confidence == 0.5
+
+
 def test_last_round_must_commit_to_an_answer(red_image):
     agent, llm, _ = make_agent(
         [sub_questions("What is it?"), verdict("not sure", 0.2), verdict("a ball", 0.4)], max_rounds=1
