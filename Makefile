@@ -27,5 +27,9 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
+# Throughput of the batched loop on the tiny preset (easy-VQA questions, offline).
+bench: setup
+	$(VENV)/bin/python eval/bench_throughput.py --samples 8 --batch-sizes 1 8
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -82,8 +82,12 @@ class IdealAgent:
         With ``partial=True`` the current Round is also yielded after its sub-questions are
         asked and after they are answered (the same object, filled in further each time).
         """
+        # Built before the generator starts, so bad input raises here, not at the first next().
         sample = Sample(image=image, question=question, choices=list(choices) if choices else None, kind=kind)
         job = _Job(Trace(sample=sample, settings=self.settings), load_image(image))
+        return self._stream_job(job, partial)
+
+    def _stream_job(self, job: _Job, partial: bool) -> Iterator[Round | Trace]:
         rounds = job.trace.rounds
         for phase, jobs in self._advance(iter([job])):
             if jobs and (phase == "judged" or partial and phase in ("asked", "answered")):

@@ -227,6 +227,8 @@ def test_an_unreadable_image_fails_only_its_sample(tmp_path, red_image):
     assert fine.answer == "red"
     with pytest.raises(ImageError, match="no such file"):
         agent.run(str(tmp_path / "missing.png"), "Q?")
+    with pytest.raises(ImageError):  # at the call, not at the first next()
+        agent.stream(str(tmp_path / "missing.png"), "Q?")
 
 
 def test_an_answerer_crash_fails_only_the_sample_at_fault():
