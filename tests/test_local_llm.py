@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from typing import Annotated, Literal
@@ -16,6 +17,7 @@ from transformers import AutoTokenizer
 
 from idealagent.errors import ModelLoadError, ModelOutputError
 from idealagent.llms.local import LocalChatModel
+from idealagent.llms.prefix_cache import SharedPrefixes
 from tests.tiny_models import make_tiny_llama
 
 CONVERSATIONS = [
@@ -157,6 +159,159 @@ def test_structured_output_with_raw_keeps_every_row(chat):
         assert row["raw"].response_metadata["finish_reason"] == "length"
     with pytest.raises(ModelOutputError):
         chat.with_structured_output(Verdict).invoke(CONVERSATIONS[0], max_new_tokens=4)
+
+
+SYSTEM = ("You are a helpful assistant that describes pictures carefully and briefly. "
+          "Answer the question with one word.")
+EXEMPLARS = [
+    HumanMessage("Is the man holding an umbrella?"),
+    AIMessage("Yes, he is holding a black umbrella."),
+    HumanMessage("How many people are there?"),
+    AIMessage("There are three people standing near the door."),
+]
+# Last turns of different lengths, so the padding sits between the shared prefix and each turn.
+QUESTIONS = [
+    "What is in the image?",
+    "Is the sky blue?",
+    "How many people are standing near the door next to a tall tree?",
+    "The quick brown fox jumps over the lazy dog. What colour is the fox?",
+]
+
+
+def few_shot(question: str) -> list:
+    """A conversation that shares its system prompt and exemplar turns with every other."""
+    return [SystemMessage(SYSTEM), *EXEMPLARS, HumanMessage(question)]
+
+
+def twin_models(chat, **fields) -> tuple[LocalChatModel, LocalChatModel]:
+    """The same weights with the shared-prefix cache on, and off; each with an empty store."""
+    on = LocalChatModel(model=chat.model, tokenizer=chat.tokenizer, max_new_tokens=24, **fields)
+    off = LocalChatModel(model=chat.model, tokenizer=chat.tokenizer, max_new_tokens=24,
+                         prefix_cache=False, **fields)
+    return on, off
+
+
+@pytest.fixture
+def forwards(chat):
+    """Record every forward pass of the model: (rows, tokens fed) and the last position's logits."""
+    calls = []
+
+    def record(module, args, kwargs, output):
+        calls.append((tuple(kwargs["input_ids"].shape), output.logits[:, -1].clone()))
+
+    handle = chat.model.register_forward_hook(record, with_kwargs=True)
+    yield calls
+    handle.remove()
+
+
+def summary(replies) -> list:
+    return [(r.content, r.usage_metadata, r.response_metadata) for r in replies]
+
+
+@pytest.mark.parametrize(
+    ("fields", "options"),
+    [
+        ({}, {}),
+        ({}, {"json_schema": Verdict.model_json_schema(), "max_new_tokens": 200}),
+        ({"repetition_penalty": 1.3}, {}),
+    ],
+    ids=["greedy", "json_schema", "repetition_penalty"],
+)
+def test_shared_prefix_cache_gives_the_plain_replies(chat, forwards, fields, options):
+    cached, plain = twin_models(chat, **fields)
+    conversations = [few_shot(q) for q in QUESTIONS]
+    rows = [chat.tokenizer(chat.render(c), add_special_tokens=False).input_ids for c in conversations]
+    shared = len(os.path.commonprefix(rows))
+    assert shared >= 32 and len({len(r) for r in rows}) == len(rows)
+
+    expected = plain.batch(conversations, **options)
+    plain_first_step = forwards[0]
+    forwards.clear()
+    replies = cached.batch(conversations, **options)
+
+    assert summary(replies) == summary(expected)
+    assert [r.usage_metadata["input_tokens"] for r in replies] == [len(r) for r in rows]
+    (prefill_shape, _), (first_shape, first_logits) = forwards[:2]
+    assert prefill_shape == (1, shared)  # the prefix ran once, not once per row
+    assert first_shape == (len(rows), max(map(len, rows)) - shared)
+    # Same positions and same masking: the first step's logits agree, not just their argmax.
+    assert plain_first_step[0] == (len(rows), max(map(len, rows)))
+    torch.testing.assert_close(first_logits, plain_first_step[1], atol=1e-5, rtol=1e-4)
+
+
+def test_later_calls_reuse_the_stored_prefix_unchanged(chat, forwards):
+    cached, plain = twin_models(chat)
+    conversations = [few_shot(q) for q in QUESTIONS]
+    first = cached.batch(conversations)
+    [(key, states)] = cached._prefixes.entries.items()
+    snapshot = [(k.clone(), v.clone()) for k, v in states]
+    forwards.clear()
+
+    again = cached.batch(conversations)
+    yes_no = [few_shot(q + " Answer yes or no.") for q in QUESTIONS[:3]]
+    others = cached.batch(yes_no)
+
+    assert summary(again) == summary(first)
+    assert summary(others) == summary(plain.batch(yes_no))
+    assert not [shape for shape, _ in forwards if shape[0] == 1]  # no prefill: the stored one served
+    assert list(cached._prefixes.entries) == [key]
+    for (k, v), (k0, v0) in zip(cached._prefixes.entries[key], snapshot):
+        assert torch.equal(k, k0) and torch.equal(v, v0)  # generate appended to a copy only
+
+
+def test_single_conversations_share_their_common_prefix_across_calls(chat, forwards):
+    cached, plain = twin_models(chat)
+    conversations = [few_shot(q) for q in QUESTIONS]
+
+    replies = [cached.invoke(c) for c in conversations]
+
+    assert summary(replies) == summary([plain.invoke(c) for c in conversations])
+    rows = [chat.tokenizer(chat.render(c), add_special_tokens=False).input_ids for c in conversations]
+    role_prefix = tuple(os.path.commonprefix(rows))
+    # The first prompt is stored whole; the second call finds what the two share and keeps that.
+    assert role_prefix in cached._prefixes.entries and len(cached._prefixes.entries) == 2
+    cached_prefills = [shape for shape, _ in forwards if shape[0] == 1 and shape[1] > 1]
+    assert cached_prefills[0] == (1, len(rows[0]) - 1)
+
+
+def test_short_shared_prefix_takes_the_plain_path(chat, generate_calls):
+    cached, plain = twin_models(chat)
+
+    replies = cached.batch(CONVERSATIONS)
+
+    assert summary(replies) == summary(plain.batch(CONVERSATIONS))
+    assert not cached._prefixes.entries
+    assert generate_calls[0] == generate_calls[1]  # same full-width, left-padded input
+
+
+def test_unsupported_cache_takes_the_plain_path(chat, monkeypatch):
+    monkeypatch.setattr(chat.model.generation_config, "cache_implementation", "static")
+    cached, plain = twin_models(chat)
+    conversations = [few_shot(q) for q in QUESTIONS]
+
+    replies = cached.batch(conversations)
+
+    assert summary(replies) == summary(plain.batch(conversations))
+    assert not cached._prefixes.entries
+
+
+def test_shared_prefixes_keep_the_most_recent_and_prefer_a_whole_match():
+    def states(n):
+        return ((torch.arange(n).view(1, 1, n, 1), -torch.arange(n).view(1, 1, n, 1)),)
+
+    store = SharedPrefixes(size=2)
+    store.put([1, 2, 3, 4], states(4))
+    store.put([1, 2], states(2))
+
+    assert store.lookup([1, 2, 9], minimum=2)[:2] == ((1, 2), 2)  # a whole key beats a partial one
+    assert store.lookup([1, 2, 9], minimum=3) == ((), 0, None)
+    key, matched, [(keys, values)] = store.lookup([1, 2, 3, 9], minimum=2)
+    assert (key, matched) == ((1, 2, 3, 4), 3)
+    assert keys.flatten().tolist() == [0, 1, 2] and values.flatten().tolist() == [0, -1, -2]
+
+    store.put([7, 8], states(2))  # evicts (1, 2): (1, 2, 3, 4) was used since
+
+    assert list(store.entries) == [(1, 2, 3, 4), (7, 8)]
 
 
 @pytest.mark.parametrize("name", ["/no/such/model-folder", "no-such-org/no-such-model"])

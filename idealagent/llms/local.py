@@ -2,9 +2,11 @@
 
 Unlike ``BaseChatModel.batch`` (a thread per input), ``.batch()`` here renders every
 conversation with the tokenizer's chat template and runs one left-padded ``generate`` call per
-chunk of ``max_batch_size``. A ``json_schema`` call option turns on xgrammar-constrained
-decoding, which is what ``with_structured_output`` binds. torch and transformers are imported
-only when a model is loaded or run.
+chunk of ``max_batch_size``. The token prefix that a chunk's prompts share (a role's system
+prompt and few-shot turns) is prefilled once, not once per row, and kept for later calls. A
+``json_schema`` call option turns on xgrammar-constrained decoding, which is what
+``with_structured_output`` binds. torch and transformers are imported only when a model is
+loaded or run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from idealagent.errors import ModelLoadError, ModelOutputError
+from idealagent.llms.prefix_cache import (
+    PREFIX_CACHE_ENTRIES,
+    SharedPrefixes,
+    cache_keyword,
+    pad_after_prefix,
+    shared_prefix,
+)
 
 # LangChain message types -> chat-template roles.
 ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
@@ -51,9 +60,15 @@ class LocalChatModel(BaseChatModel):
     repetition_penalty: float = 1.0
     """Above 1, discourages tokens this reply already produced (never the prompt's, so copying
     from the prompt stays free). Small greedy models otherwise loop on a phrase."""
+    prefix_cache: bool = True
+    """Prefill the token prefix a chunk's prompts share once and keep it for later calls; the
+    replies are the same either way. Models whose cache is not a plain ``DynamicCache`` (sliding
+    windows, state-space layers, static caches) always take the plain path."""
 
     _grammar_compiler: Any = PrivateAttr(default=None)
     _grammars: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _prefixes: SharedPrefixes = PrivateAttr(
+        default_factory=lambda: SharedPrefixes(PREFIX_CACHE_ENTRIES))
 
     @model_validator(mode="after")
     def _prepare_local_tokenizer(self) -> LocalChatModel:
@@ -180,32 +195,37 @@ class LocalChatModel(BaseChatModel):
     def _generate_chunk(self, prompts, *, stop, json_schema, max_new_tokens) -> list[AIMessage]:
         import torch
 
-        batch = self.tokenizer(  # the chat template already holds any BOS
-            prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
-        ).to(self.model.device)
+        # The chat template already holds any BOS.
+        rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        shared, cache = shared_prefix(self.model, self._prefixes, rows) if self.prefix_cache else (0, None)
+        input_ids, attention_mask = pad_after_prefix(rows, shared, self.tokenizer.pad_token_id)
         options: dict[str, Any] = {
             "max_new_tokens": max_new_tokens or self.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": sorted(self._stop_token_ids),
             "do_sample": self.temperature > 0,
         }
+        if cache is not None:
+            options[cache_keyword(self.model)] = cache
         if self.temperature > 0:
             options["temperature"] = self.temperature
         processors = []
         if self.repetition_penalty != 1.0:
             from transformers import RepetitionPenaltyLogitsProcessor
 
-            prompt_length = batch["input_ids"].shape[1]
+            prompt_length = input_ids.shape[1]  # prefix and padded suffix: generate sees them all
             processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty, prompt_length))
         if json_schema is not None:  # last, so the grammar's mask has the final word
             processors.append(self._json_processor(json_schema))
         if processors:
             options["logits_processor"] = processors
+        device = self.model.device
         with torch.inference_mode():
-            output = self.model.generate(**batch, **options)  # (rows, prompt + new)
-        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
-        input_counts = batch["attention_mask"].sum(dim=1).tolist()  # padding excluded
-        return [self._to_message(t, n, stop) for t, n in zip(new_tokens, input_counts)]
+            output = self.model.generate(  # (rows, prompt + new)
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **options
+            )
+        new_tokens = output[:, input_ids.shape[1] :].tolist()
+        return [self._to_message(t, len(row), stop) for t, row in zip(new_tokens, rows)]
 
     def _to_message(self, tokens: list[int], input_tokens: int, stop: list[str] | None) -> AIMessage:
         """Decode one row; what follows its first end-of-turn token is padding."""
