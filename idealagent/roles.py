@@ -301,7 +301,8 @@ class Reasoner:
         def parse(data: dict[str, Any] | None, raw: str) -> Verdict:
             fields = data if data is not None else parsing.parse_verdict_fields(raw)
             answer = fields.get("answer")
-            answer = None if answer is None else str(answer).strip()
+            # Small models dress answers up: "*drilling*", "`cat`", "Paris."
+            answer = None if answer is None else str(answer).strip().strip("*_`'\" ").rstrip(".")
             confidence = parsing.parse_confidence(fields.get("confidence"))
             if confidence is None:
                 raise ModelOutputError("no confidence between 0 and 1 found", raw)

@@ -73,6 +73,11 @@ def test_last_round_must_commit_to_an_answer(red_image):
     assert "could not be used" in llm.calls[-1][-1].content  # the error was fed back
 
 
+def test_open_answers_lose_markdown_and_full_stops(red_image):
+    agent, _, _ = make_agent([sub_questions("What is it?"), verdict("**a red ball.**", 0.9)])
+    assert agent.run(red_image, "What is it?").answer == "a red ball"
+
+
 def test_undecided_answer_in_an_early_round_means_zero_confidence(red_image):
     agent, _, _ = make_agent(
         [sub_questions("What is it?"), verdict("unknown", 0.9), sub_questions("Is it round?"), verdict("ball", 0.8)],
