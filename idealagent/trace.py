@@ -120,7 +120,11 @@ class Round(BaseModel):
 
 
 class Usage(BaseModel):
-    """Model calls and tokens spent on one sample."""
+    """Model calls and tokens spent on one sample.
+
+    The LLM figures cover the questioner and the reasoner (retries included). An answerer's own
+    model use is counted only as ``answerer_calls``: the Answerer protocol returns text alone.
+    """
 
     llm_calls: int = 0
     llm_input_tokens: int = 0
