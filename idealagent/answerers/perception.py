@@ -143,15 +143,21 @@ def _preprocess(image: Image.Image) -> np.ndarray:
 
 def dominant_colours(image: Image.Image, k: int = 3) -> list[tuple[str, float]]:
     """The ``k`` most common basic colour names in the image, with the share of pixels of each."""
-    names, _ = _name_pixels(image)
+    return _dominant(_name_pixels(image)[0], k)
+
+
+def colour_layout(image: Image.Image) -> ColourLayout:
+    """The border strip's colour, and the colour that stands out most against it."""
+    return _layout(*_name_pixels(image))
+
+
+def _dominant(names: np.ndarray, k: int) -> list[tuple[str, float]]:
     counts = np.bincount(names.ravel(), minlength=len(COLOUR_NAMES))
     order = np.argsort(-counts, kind="stable")[:k]
     return [(COLOUR_NAMES[i], counts[i] / names.size) for i in order if counts[i] > 0]
 
 
-def colour_layout(image: Image.Image) -> ColourLayout:
-    """The border strip's colour, and the colour that stands out most against it."""
-    names, lab = _name_pixels(image)
+def _layout(names: np.ndarray, lab: np.ndarray) -> ColourLayout:
     height, width = names.shape
     ring = np.ones_like(names, dtype=bool)
     dy, dx = max(1, round(height * EDGE_RING)), max(1, round(width * EDGE_RING))
@@ -198,10 +204,11 @@ _PROTOTYPE_NAME = np.array([i for i, rgbs in enumerate(PALETTE.values()) for _ i
 def describe(images: Sequence[Image.Image], classifier: ImageNetClassifier, top_k: int = 3) -> list[str]:
     """A short plain-English description of each image: what it probably shows, and its colours."""
     guesses = classifier.classify(images, top_k=top_k)
-    return [
-        f"{_say_guesses(g)} {_say_colours(dominant_colours(image), colour_layout(image))}"
-        for image, g in zip(images, guesses)
-    ]
+    descriptions = []
+    for image, g in zip(images, guesses):
+        names, lab = _name_pixels(image)  # once per image: both colour summaries read it
+        descriptions.append(f"{_say_guesses(g)} {_say_colours(_dominant(names, 3), _layout(names, lab))}")
+    return descriptions
 
 
 def _say_guesses(guesses: list[Guess]) -> str:
