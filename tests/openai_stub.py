@@ -81,7 +81,8 @@ def count_tokens(text: str) -> int:
 class StubServer:
     """The server; use as a context manager (it serves on a thread while inside)."""
 
-    def __init__(self, reply: Callable[[dict[str, Any]], Behaviour] | None = None, latency: float = 0.0) -> None:
+    def __init__(self, reply: Callable[[dict[str, Any]], Behaviour] | None = None, latency: float = 0.0,
+                 port: int = 0) -> None:
         self.reply: Callable[[dict[str, Any]], Behaviour] = reply or (lambda body: "ok")
         self.latency = latency  # seconds every request takes, so that concurrency shows
         self.requests: list[dict[str, Any]] = []  # every request body, in arrival order
@@ -89,7 +90,7 @@ class StubServer:
         self.max_in_flight = 0
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))  # 0: any free port
         self._server.daemon_threads = True  # a client that timed out must not block shutdown
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True)
 

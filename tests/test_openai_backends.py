@@ -17,7 +17,7 @@ from PIL import Image, ImageChops
 from idealagent import IdealAgent, Sample
 from idealagent.answerers import Answerer
 from idealagent.answerers.openai import OpenAIAnswerer
-from idealagent.errors import InputError, ModelLoadError, ModelOutputError
+from idealagent.errors import InfrastructureError, InputError, ModelOutputError, ServiceDownError
 from idealagent.llms.openai import (
     EndpointChatModel,
     build_openai_preset,
@@ -165,8 +165,8 @@ def test_timeouts_fire_and_are_retried(openai_stub, call):
 @pytest.mark.parametrize("call", BACKENDS)
 @pytest.mark.parametrize(
     ("status", "error", "says"),
-    [(400, ModelOutputError, "rejected with HTTP 400: bad schema"), (401, ModelLoadError, "API key was refused"),
-     (404, ModelLoadError, "check the model name")],
+    [(400, ModelOutputError, "rejected with HTTP 400: bad schema"), (401, ServiceDownError, "API key was refused"),
+     (404, ServiceDownError, "check the model name")],
 )
 def test_client_errors_fail_at_once_with_one_line(openai_stub, call, status, error, says):
     openai_stub.queue(Status(status, "bad schema\nsee docs"))
@@ -179,7 +179,7 @@ def test_client_errors_fail_at_once_with_one_line(openai_stub, call, status, err
 @pytest.mark.parametrize("call", BACKENDS)
 def test_retries_give_up_with_the_status_after_the_last_try(openai_stub, call):
     openai_stub.queue(*[Status(503)] * 2)
-    with pytest.raises(ModelLoadError, match="HTTP 503 after 2 tries"):
+    with pytest.raises(InfrastructureError, match="HTTP 503 after 2 tries"):
         call(openai_stub, attempts=2)
     assert len(openai_stub.requests) == 2
 

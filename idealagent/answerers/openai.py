@@ -8,9 +8,9 @@ input order; each distinct image is encoded once per batch.
 
 Failures are loud, never an empty answer: a request that still fails after the retry policy
 (``idealagent.llms.openai.RetryPolicy``: 429, 5xx and timeouts are retried with backoff; 400,
-401 and 404 are not), or whose reply is not JSON, has no choices or no text, makes the whole
-call raise a one-line error. The agent then retries its samples one at a time so that only the
-sample at fault stops, with the error in its Trace.
+401 and 404 are not), or whose reply is not JSON, has no choices or no text, gets a one-line
+error in its place (``answer_each``), so only the samples whose requests failed are affected;
+``answer`` raises the first. A service that is down raises at once.
 
 Configuration from the environment: ``OpenAIAnswerer.from_env()`` reads ``IDEALAGENT_VLM_*``
 (falling back to ``IDEALAGENT_LLM_*``); see ``idealagent.llms.openai`` for the variables.
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from idealagent import parsing
 from idealagent.answerers import Answer, tokens_of
-from idealagent.errors import IdealAgentError, ModelOutputError
+from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind
 from idealagent.llms.openai import (
     LOCAL_API_KEY,
     VLM_PREFIX,
@@ -103,17 +103,27 @@ class OpenAIAnswerer:
 
     def answer(self, requests: Sequence[tuple[Image, str]]) -> list[str]:
         """One short answer per (image, question), in order; raises if any request failed."""
-        uris = self._encode_all([image for image, _ in requests])
-        conversations = [self._messages(uris[id(image)], question) for image, question in requests]
-        replies = self._complete_all(conversations, self.max_tokens)
-        return [self._short(reply) for reply in replies]
+        return _raise_first(self.answer_each(requests))
 
     def caption(self, images: Sequence[Image]) -> list[str]:
         """One sentence per image, in order; raises if any request failed."""
+        return _raise_first(self.caption_each(images))
+
+    def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[str | Exception]:
+        """Like ``answer``, but a request that failed has its error in its place, so one
+        exhausted request costs only its own sample."""
+        uris = self._encode_all([image for image, _ in requests])
+        conversations = [self._messages(uris[id(image)], question) for image, question in requests]
+        replies = self._complete_all(conversations, self.max_tokens)
+        return [reply if isinstance(reply, Exception) else _or_error(self._short, reply) for reply in replies]
+
+    def caption_each(self, images: Sequence[Image]) -> list[str | Exception]:
+        """Like ``caption``, with each failed request's error in its place."""
         uris = self._encode_all(images)
         replies = self._complete_all([self._messages(uris[id(image)], "") for image in images],
                                      self.caption_max_tokens)
-        return [Answer(" ".join(reply.split()), *tokens_of(reply)) for reply in replies]
+        return [reply if isinstance(reply, Exception) else Answer(" ".join(reply.split()), *tokens_of(reply))
+                for reply in replies]
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -132,22 +142,22 @@ class OpenAIAnswerer:
                                 {"type": "text", "text": turns[-1]["content"]}]
         return turns
 
-    def _complete_all(self, conversations: list[list[dict[str, Any]]], max_tokens: int) -> list[Answer]:
-        """Every conversation's reply text, in order, on up to ``max_concurrency`` threads."""
+    def _complete_all(self, conversations: list[list[dict[str, Any]]], max_tokens: int) -> list[Answer | Exception]:
+        """Every conversation's reply text (or its one-line error), in order, on up to
+        ``max_concurrency`` threads. A service that is down raises at once."""
         if not conversations:
             return []
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations)),
                                 thread_name_prefix="vlm-endpoint") as pool:
             futures = [pool.submit(self._complete, messages, max_tokens) for messages in conversations]
             outcomes = [(f.result() if f.exception() is None else f.exception()) for f in futures]
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        errors = [o for o in outcomes if isinstance(o, Exception)]
         if errors:
-            first = errors[0]
-            if not isinstance(first, IdealAgentError):
-                raise first
-            if len(errors) > 1:
-                log.warning("%d of %d requests to %s failed", len(errors), len(outcomes), self._describe())
-            raise first
+            log.info("%d of %d requests to %s failed: %s", len(errors), len(outcomes), self._describe(),
+                     one_line(errors[0]))
+            down = next((e for e in errors if failure_kind(e) == "down"), None)
+            if down is not None:
+                raise down
         return outcomes  # type: ignore[return-value]
 
     def _complete(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
@@ -168,6 +178,20 @@ class OpenAIAnswerer:
         if not answer:
             raise ModelOutputError(f"{self._describe()}: no answer in the reply {reply[:80]!r}", raw=str(reply))
         return Answer(answer, *tokens_of(reply))
+
+
+def _raise_first(results: list[Any]) -> list[Any]:
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+def _or_error(parse: Any, reply: Answer) -> Answer | Exception:
+    try:
+        return parse(reply)
+    except IdealAgentError as exc:
+        return exc
 
 
 def reply_answer(response: Any, describe: str) -> Answer:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from idealagent.answerers import Answer, tokens_of
 from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor
-from idealagent.errors import ImageError, ModelLoadError, ModelOutputError
+from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError
 from idealagent.llms.local import SHARED_LOAD_KWARGS, load_failure_message
 from idealagent.parsing import short_answer
 from idealagent.prompts import load_prompt
@@ -116,6 +116,11 @@ class TransformersAnswerer:
         prompts = [self._prompt("caption", "") for _ in images]
         return _raise_first(self._generate_all(list(images), prompts, max_words=30))
 
+    def caption_each(self, images: Sequence[Image]) -> list[str | Exception]:
+        """Like ``caption``, with each image's failure in its place."""
+        prompts = [self._prompt("caption", "") for _ in images]
+        return self._generate_all(list(images), prompts, max_words=30)
+
     def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[str | Exception]:
         """Like ``answer``, but each request's failure (a rejected image, an empty reply, out
         of memory even alone) is returned in its place, so the other answers survive."""
@@ -186,7 +191,7 @@ class TransformersAnswerer:
                     raise
                 _free_cuda_memory()
                 if len(live) == 1:
-                    results[live[0]] = ModelOutputError(
+                    results[live[0]] = InfrastructureError(  # not the sample's fault: not a result
                         f"out of memory answering even one request with {self.model_name}: "
                         "use a smaller model, dtype or image size")
                 else:

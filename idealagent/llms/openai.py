@@ -7,10 +7,12 @@ load balancer) instead of a model in this process. ``EndpointChatModel`` is lang
 - a concurrency limit: never more than ``max_concurrency`` requests in flight from this model,
   however it is batched (``.batch()``, ``with_structured_output(...).batch()``, threads);
 - retries with exponential backoff and jitter (tenacity) on 408/409/429, 5xx, timeouts and
-  dropped connections; other errors (400, 401, 404) fail at once. The openai client's own
-  retries are off so that there is one retry policy, and the slot is not held while waiting;
+  dropped connections, waiting at least as long as a ``Retry-After`` header asks; other errors
+  (400, 401, 404) fail at once. The openai client's own retries are off so that there is one
+  retry policy, and the slot is not held while waiting;
 - one-line errors: an endpoint that answers with a non-JSON body or no choices raises
-  ``ModelOutputError``; an unreachable, unauthorised or overloaded one ``ModelLoadError``.
+  ``ModelOutputError``; an unreachable or unauthorised one ``ServiceDownError``, and one still
+  overloaded after every try ``InfrastructureError`` (neither is ever a result).
 
 ``with_structured_output(schema, method="json_schema")`` sends ``response_format`` of type
 ``json_schema``, which vLLM and SGLang turn into constrained decoding. Token counts come back in
@@ -24,6 +26,7 @@ Environment (read by ``chat_model_from_env``, ``endpoint_from_env`` and the answ
 - ``P_MODEL``: the served model name (required)
 - ``P_API_KEY``: optional; else ``OPENAI_API_KEY``; else ``EMPTY`` (what local servers expect)
 - ``P_MAX_CONCURRENCY`` (16), ``P_TIMEOUT`` seconds (60), ``P_ATTEMPTS`` tries per request (5),
+  ``P_RETRY_WAIT`` seconds before the first retry (0.5; it doubles each retry),
   ``P_MAX_TOKENS`` (512 for the LLM, 32 for the VLM)
 
 Whatever one prefix leaves unset comes from the other, so a single VLM server can serve every
@@ -49,7 +52,15 @@ from langchain_core.runnables.config import get_config_list
 from pydantic import PrivateAttr
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from idealagent.errors import IdealAgentError, InputError, ModelLoadError, ModelOutputError
+from idealagent.errors import (
+    IdealAgentError,
+    InfrastructureError,
+    InputError,
+    ModelLoadError,
+    ModelOutputError,
+    ServiceDownError,
+    one_line,
+)
 
 try:
     import openai
@@ -80,16 +91,17 @@ class RetryPolicy:
     max_wait: float = 20.0  # cap on one wait
 
     def _options(self, describe: str) -> dict[str, Any]:
-        def before_sleep(state: Any) -> None:
-            log.warning("%s: %s (retry %d of %d)", describe, one_line(state.outcome.exception()),
+        def before_sleep(state: Any) -> None:  # one line a retry with --verbose; the outcome is what counts
+            log.info("%s: %s (retry %d of %d)", describe, one_line(state.outcome.exception()),
                         state.attempt_number, self.attempts - 1)
 
         backoff = wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait, jitter=self.initial_wait)
 
         def wait(state: Any) -> float:
-            # A server that says when to come back (429 with Retry-After) knows better than backoff.
+            # Retry-After is a lower bound, not permission to come straight back: a server that
+            # sends "Retry-After: 0" with every 429 would otherwise burn every try in a moment.
             asked = retry_after(state.outcome.exception())
-            return min(asked, self.max_wait) if asked is not None else backoff(state)
+            return max(min(asked, self.max_wait), backoff(state)) if asked is not None else backoff(state)
 
         return {
             "stop": stop_after_attempt(self.attempts),
@@ -149,22 +161,27 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def endpoint_error(exc: openai.APIError, describe: str, attempts: int) -> IdealAgentError:
-    """A one-line error that says what went wrong with the endpoint and what to check."""
+    """A one-line error that says what went wrong with the endpoint and what to check.
+
+    A service that cannot be used (no connection, key refused, unknown model) is a
+    ``ServiceDownError``; retries exhausted on a transient fault an ``InfrastructureError``;
+    both mean "not a result". Any other refusal is about this request: ``ModelOutputError``.
+    """
     tries = f" after {attempts} tries" if is_transient(exc) and attempts > 1 else ""
     if isinstance(exc, openai.APITimeoutError):
-        return ModelLoadError(f"{describe}: timed out{tries}; raise the timeout or add server capacity")
+        return InfrastructureError(f"{describe}: timed out{tries}; raise the timeout or add server capacity")
     if isinstance(exc, openai.APIConnectionError):
-        return ModelLoadError(f"{describe}: cannot connect{tries}; check that the server is up and the base URL")
+        return ServiceDownError(f"{describe}: cannot connect{tries}; check that the server is up and the base URL")
     status = getattr(exc, "status_code", None)
     detail = one_line(_server_message(exc))
     if status in (401, 403):
-        return ModelLoadError(f"{describe}: HTTP {status}, the API key was refused ({detail}); check the key")
+        return ServiceDownError(f"{describe}: HTTP {status}, the API key was refused ({detail}); check the key")
     if status == 404:
-        return ModelLoadError(
+        return ServiceDownError(
             f"{describe}: HTTP 404 ({detail}); check the model name and that the base URL ends in /v1"
         )
     if is_transient(exc):
-        return ModelLoadError(f"{describe}: HTTP {status}{tries} ({detail}); the server is overloaded or failing")
+        return InfrastructureError(f"{describe}: HTTP {status}{tries} ({detail}); the server is overloaded or failing")
     return ModelOutputError(f"{describe}: the request was rejected with HTTP {status}: {detail}",
                             raw=str(getattr(exc, "body", "") or "")[:2000])
 
@@ -191,12 +208,6 @@ def _server_message(exc: openai.APIError) -> str:
         message = inner.get("message") if isinstance(inner, dict) else inner
         return str(message or body)
     return str(body or exc.message)
-
-
-def one_line(value: Any, limit: int = 300) -> str:
-    """``value`` as one line of at most ``limit`` characters, for error messages and logs."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- the chat model ---------------------------------------------------------------------------
@@ -356,6 +367,7 @@ class Endpoint:
     timeout: float = 60.0
     attempts: int = 5
     max_tokens: int = 512
+    retry_initial_wait: float = 0.5
 
 
 def endpoint_from_env(prefix: str = LLM_PREFIX, *, model: str | None = None, max_tokens: int = 512,
@@ -388,8 +400,11 @@ def endpoint_from_env(prefix: str = LLM_PREFIX, *, model: str | None = None, max
         base_url=base_url, model=model, api_key=api_key,
         max_concurrency=number("MAX_CONCURRENCY", int, 16), timeout=number("TIMEOUT", float, 60.0),
         attempts=number("ATTEMPTS", int, 5), max_tokens=number("MAX_TOKENS", int, max_tokens, fallback=False),
+        retry_initial_wait=number("RETRY_WAIT", float, 0.5),
     )
-    check_endpoint(**{k: v for k, v in vars(endpoint).items() if k != "api_key"})
+    check_endpoint(**{k: v for k, v in vars(endpoint).items() if k not in ("api_key", "retry_initial_wait")})
+    if endpoint.retry_initial_wait < 0:
+        raise InputError(f"{prefix}_RETRY_WAIT must not be negative, got {endpoint.retry_initial_wait}")
     return endpoint
 
 
