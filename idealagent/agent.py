@@ -1,9 +1,13 @@
 """The IdealGPT loop: ask sub-questions, answer them from the image, judge, repeat if unsure.
 
 ``IdealAgent._advance`` is the whole algorithm. It runs a pool of samples together: each pass
-makes one questioner call, one answerer call and one reasoner call for every active sample,
-then finished samples leave and waiting ones join. ``run``, ``stream`` and ``run_batch`` are
-thin views over it.
+makes one caption call for samples that just joined, one questioner call, one answerer call and
+one reasoner call for every sample at that step, then finished samples leave and waiting ones
+join. ``run``, ``stream`` and ``run_batch`` are thin views over it.
+
+A step that fails because of the infrastructure (retries exhausted, out of memory) is not the
+sample's result: the sample stays at that step and tries it again in a later pass, a bounded
+number of times (``infra_retries``); a service that is down stops the whole run.
 """
 
 from __future__ import annotations
@@ -11,15 +15,22 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from PIL.Image import Image
 
-from idealagent.answerers import Answerer, tokens_of
-from idealagent.errors import IdealAgentError, InputError, ModelLoadError
+from idealagent.answerers import Answerer, answer_each, caption_each, tokens_of
+from idealagent.errors import (
+    IdealAgentError,
+    InfrastructureError,
+    InputError,
+    ServiceDownError,
+    failure_kind,
+    one_line,
+)
 from idealagent.images import load_image
 from idealagent.roles import (
     STRUCTURED_MODES,
@@ -33,6 +44,8 @@ from idealagent.trace import Round, Sample, SubQA, TaskKind, Trace
 
 log = logging.getLogger(__name__)
 
+Step = Literal["caption", "ask", "answer", "judge"]
+
 
 @dataclass
 class _Job:
@@ -42,10 +55,34 @@ class _Job:
     image: Image | None = None
     index: int = 0  # position in the caller's input, to restore order
     started: float = field(default_factory=time.perf_counter)
+    step: Step = "caption"  # what the sample needs next
+    infra_failures: int = 0  # steps that failed on the infrastructure so far
+
+
+@dataclass
+class _Health:
+    """Watches for a service that is down although each request looks transient: many distinct
+    requests failing in a row, with no success in between, stop the run."""
+
+    down_after: int
+    streak: int = 0
+
+    def record(self, failures: list[Exception], successes: int) -> None:
+        """Count one call's infrastructure failures; raise ServiceDownError past the limit."""
+        self.streak = 0 if successes else self.streak + len(failures)
+        if failures and self.streak >= self.down_after:
+            raise ServiceDownError(f"{self.streak} requests in a row failed, the last with "
+                                   f"{one_line(failures[-1], 200)}; the service seems down")
 
 
 class IdealAgent:
     """Iterative visual question answering: questioner → answerer → reasoner, until confident."""
+
+    # A sample whose step fails on the infrastructure tries it again this many times, in later
+    # passes, before it ends with stop_reason "infrastructure" (which is never a result).
+    infra_retries: int = 2
+    # This many requests failing on the infrastructure in a row, none passing, means "down".
+    down_after: int = 8
 
     def __init__(
         self,
@@ -80,7 +117,8 @@ class IdealAgent:
 
     def run(self, image: Any, question: str, *, choices: Sequence[str] | None = None,
             kind: TaskKind | None = None) -> Trace:
-        """Answer one question about one image. Raises ImageError if the image can't be read."""
+        """Answer one question about one image. Raises ImageError if the image can't be read,
+        and InfrastructureError if a model service failed (ServiceDownError if it is down)."""
         *_, trace = self.stream(image, question, choices=choices, kind=kind)
         return trace
 
@@ -103,17 +141,23 @@ class IdealAgent:
                 yield rounds[-1]
             elif jobs and phase == "finished" and rounds and rounds[-1].verdict is None:
                 yield rounds[-1]  # a round cut short by a failure still gets shown
+        if job.trace.stop_reason == "infrastructure":  # not a result: no trace to show for it
+            raise InfrastructureError(job.trace.error or "a model service kept failing")
         yield job.trace
 
     def run_batch(self, samples: Iterable[Sample]) -> list[Trace]:
-        """Answer many samples, batching every phase; traces come back in input order."""
+        """Answer many samples, batching every phase; one trace per sample, in input order.
+
+        Raises ServiceDownError (or ModelLoadError) if a model service cannot be used at all.
+        """
         jobs = sorted(self._finished_jobs(samples), key=lambda job: job.index)
         return [job.trace for job in jobs]
 
     def iter_batch(self, samples: Iterable[Sample]) -> Iterator[Trace]:
         """Yield each trace as soon as its sample finishes (pool refill keeps batches full).
 
-        A sample whose image can't be read finishes at once with ``stop_reason="error"``.
+        A sample whose image can't be read finishes at once with ``stop_reason="error"``; one
+        the infrastructure kept failing on, with ``stop_reason="infrastructure"`` and no answer.
         """
         return (job.trace for job in self._finished_jobs(samples))
 
@@ -126,24 +170,34 @@ class IdealAgent:
     # -- the loop -----------------------------------------------------------------------------
 
     def _advance(self, waiting: Iterator[_Job]) -> Iterator[tuple[str, list[_Job]]]:
-        """The IdealGPT loop over a pool of samples; yields (phase, jobs) after every phase."""
+        """The IdealGPT loop over a pool of samples; yields (phase, jobs) after every phase.
+
+        Each pass moves every active sample one step on from where it is: a sample whose step
+        failed on the infrastructure is still at that step, and tries it again in this pass.
+        """
         active: list[_Job] = []
+        health = _Health(self.down_after)
         while True:
-            joined = self._admit(waiting, self.batch_size - len(active))
-            yield "finished", [job for job in joined if job.trace.done]  # unreadable images
-            active += [job for job in joined if not job.trace.done]
+            yield "finished", self._fill(active, waiting)  # unreadable images finish at once
             if not active:
                 return
-            self._ask(active)  # a new Round with fresh sub-questions, or a stop reason
-            asking = [job for job in active if not job.trace.done]
-            yield "asked", asking
-            self._answer(asking)  # the answerer answers every sub-question of the batch at once
-            asking = [job for job in asking if not job.trace.done]
-            yield "answered", asking
-            self._judge(asking)  # a Verdict each; stop when confident or on the last round
-            yield "judged", asking
+            self._caption(_at(active, "caption"), health)
+            asked = self._ask(_at(active, "ask"), health)  # a new Round with fresh sub-questions
+            yield "asked", asked
+            answered = self._answer(_at(active, "answer"), health)  # all sub-questions at once
+            yield "answered", answered
+            judged = self._judge(_at(active, "judge"), health)  # stop if confident or last round
+            yield "judged", judged
             yield "finished", [job for job in active if job.trace.done]
-            active = [job for job in active if not job.trace.done]
+            active[:] = [job for job in active if not job.trace.done]
+
+    def _fill(self, active: list[_Job], waiting: Iterator[_Job]) -> list[_Job]:
+        """Top the pool up to ``batch_size`` from ``waiting``; returns those that finished on
+        arrival (unreadable images), which take no place in the pool."""
+        finished: list[_Job] = []
+        while len(active) < self.batch_size and (job := next(waiting, None)) is not None:
+            (finished if job.trace.done else active).append(job)
+        return finished
 
     # -- phases -------------------------------------------------------------------------------
 
@@ -155,22 +209,24 @@ class IdealAgent:
             _stop(job, "error", error=str(exc))
         return job
 
-    def _admit(self, waiting: Iterator[_Job], room: int) -> list[_Job]:
-        joined = [job for _, job in zip(range(max(room, 0)), waiting)]
-        ready = [job for job in joined if not job.trace.done]
-        captions = self._look("caption", ready, lambda job: [job.image], self.answerer.caption)
-        for job in ready:
-            if not job.trace.done:
-                caption = captions[id(job)][0]
+    def _caption(self, jobs: list[_Job], health: _Health) -> None:
+        captions = self._look("caption", jobs, lambda job: [job.image], caption_each, health)
+        for job in jobs:
+            if id(job) in captions:
+                [caption] = captions[id(job)]
                 job.trace.caption = str(caption)
                 _count_answerer_tokens(job.trace, caption)
-        return joined
+                job.step = "ask"
 
-    def _ask(self, jobs: list[_Job]) -> None:
+    def _ask(self, jobs: list[_Job], health: _Health) -> list[_Job]:
         traces = [job.trace for job in jobs]
-        outcomes = self._timed("questioner", jobs, lambda: self.questioner.ask(traces))
+        outcomes = self._timed("questioner", jobs, lambda: self.questioner.ask(traces)) if jobs else []
+        asked = []
         for job, outcome in zip(jobs, outcomes):
             trace = job.trace
+            if outcome.infra_error is not None:
+                _account(trace, None, outcome)
+                continue
             round_ = Round(index=len(trace.rounds) + 1, forced=len(trace.rounds) + 1 == self.max_rounds)
             trace.rounds.append(round_)
             _account(trace, round_, outcome)
@@ -179,64 +235,99 @@ class IdealAgent:
                 _finish_with_best_verdict(job, "no_new_questions" if repeated else "questioner_failed")
             else:
                 round_.sub_qas = [SubQA(question=q) for q in outcome.value]
+                job.step = "answer"
+                asked.append(job)
+        self._check_roles("questioner", jobs, outcomes, health)
+        return asked
 
-    def _answer(self, jobs: list[_Job]) -> None:
+    def _answer(self, jobs: list[_Job], health: _Health) -> list[_Job]:
         def requests(job: _Job) -> list[tuple[Image, str]]:
             return [(job.image, qa.question) for qa in job.trace.rounds[-1].sub_qas]
 
-        answers = self._look("answerer", jobs, requests, self.answerer.answer)
+        answers = self._look("answerer", jobs, requests, answer_each, health)
         for job in jobs:
-            if not job.trace.done:
+            if id(job) in answers:
                 for qa, answer in zip(job.trace.rounds[-1].sub_qas, answers[id(job)]):
                     qa.answer = str(answer)
                     job.trace.usage.answerer_calls += 1
                     _count_answerer_tokens(job.trace, answer)
+                job.step = "judge"
+        return [job for job in jobs if id(job) in answers]
 
-    def _judge(self, jobs: list[_Job]) -> None:
+    def _judge(self, jobs: list[_Job], health: _Health) -> list[_Job]:
         traces = [job.trace for job in jobs]
         final = [trace.rounds[-1].forced for trace in traces]
-        outcomes = self._timed("reasoner", jobs, lambda: self.reasoner.judge(traces, final))
+        outcomes = self._timed("reasoner", jobs, lambda: self.reasoner.judge(traces, final)) if jobs else []
+        judged = []
         for job, outcome in zip(jobs, outcomes):
             round_ = job.trace.rounds[-1]
             _account(job.trace, round_, outcome)
+            if outcome.infra_error is not None:
+                continue
+            judged.append(job)
             if outcome.value is None:
                 _finish_with_best_verdict(job, "reasoner_failed")
                 continue
             round_.verdict = verdict = outcome.value
+            job.step = "ask"
             if verdict.confidence >= self.confidence_threshold:
                 _stop(job, "confident", answer=verdict.answer, confidence=verdict.confidence)
             elif round_.forced:
                 _finish_with_best_verdict(job, "max_rounds")
+        self._check_roles("reasoner", jobs, outcomes, health)
+        return judged
 
-    def _look(self, phase: str, jobs: list[_Job], inputs_of: Any, call: Any) -> dict[int, list[Any]]:
-        """One answerer call for all jobs' inputs; results keyed by id(job).
+    def _check_roles(self, phase: str, jobs: list[_Job], outcomes: list[Outcome[Any]], health: _Health) -> None:
+        failures = [(job, o.infra_error) for job, o in zip(jobs, outcomes) if o.infra_error is not None]
+        for job, error in failures:
+            self._infra_failure(job, phase, error)
+        health.record([error for _, error in failures], len(jobs) - len(failures))
 
-        If the batch fails (a backend error, an image the processor rejects), the jobs are
-        retried one at a time so only the sample at fault stops, with the error recorded. A
-        ModelLoadError (a server down, a bad key) is nobody's sample: all of them stop at once.
+    def _look(self, phase: str, jobs: list[_Job], inputs_of: Callable[[_Job], list[Any]],
+              call_each: Callable[[Any, list[Any]], list[Any]], health: _Health) -> dict[int, list[Any]]:
+        """One answerer call for all jobs' inputs; each job's results keyed by id(job).
+
+        A job with a failed input gets none: its own fault (an image the processor rejects, an
+        empty reply) stops it with the error recorded; the infrastructure's leaves it at this
+        step to try again. A service that is down stops the run.
         """
         if not jobs:
             return {}
         inputs = [x for job in jobs for x in inputs_of(job)]
         try:
-            outputs = self._timed(phase, jobs, lambda: call(inputs))
-            if len(outputs) != len(inputs):
-                raise RuntimeError(f"{len(outputs)} results for {len(inputs)} inputs")
-        except Exception as exc:  # recorded in the trace, and logged in full
-            if len(jobs) == 1 or isinstance(exc, ModelLoadError):
-                log.warning("%s failed for %d sample(s): %s: %s", phase, len(jobs), type(exc).__name__, exc)
-                log.debug("%s failure", phase, exc_info=True)
-                for job in jobs:
-                    _stop(job, "error", error=f"{phase} failed: {type(exc).__name__}: {exc}")
-                return {}
-            log.warning("%s failed for a batch of %d; retrying one at a time", phase, len(jobs))
-            return {k: v for job in jobs for k, v in self._look(phase, [job], inputs_of, call).items()}
-        results, start = {}, 0
+            outputs = self._timed(phase, jobs, lambda: call_each(self.answerer, inputs))
+        except Exception as exc:
+            raise _down(phase, exc) from exc
+        results: dict[int, list[Any]] = {}
+        infra: list[Exception] = []
+        start = 0
         for job in jobs:
             count = len(inputs_of(job))
-            results[id(job)] = list(outputs[start : start + count])
-            start += count
+            mine, start = list(outputs[start : start + count]), start + count
+            error = next((o for o in mine if isinstance(o, Exception)), None)
+            if error is None:
+                results[id(job)] = mine
+            elif failure_kind(error) == "sample":
+                log.warning("%s failed for a sample: %s: %s", phase, type(error).__name__, one_line(error))
+                _stop(job, "error", error=f"{phase} failed: {type(error).__name__}: {one_line(error)}")
+            else:
+                infra.append(error)
+                self._infra_failure(job, phase, error)
+        health.record(infra, len(jobs) - len(infra))
         return results
+
+    def _infra_failure(self, job: _Job, phase: str, error: Exception) -> None:
+        """The infrastructure failed this job's step: try it again later, a bounded number of
+        times, then stop without an answer. A service that is down stops the run."""
+        if failure_kind(error) == "down":
+            raise _down(phase, error) from error
+        job.infra_failures += 1
+        message = f"{phase} failed: {type(error).__name__}: {one_line(error)}"
+        if job.infra_failures > self.infra_retries:
+            log.warning("%s; giving up on the sample after %d tries", message, job.infra_failures)
+            _stop(job, "infrastructure", error=message)
+        else:
+            log.info("%s; the sample will try again", message)
 
     def _timed(self, phase: str, jobs: list[_Job], call: Any) -> Any:
         """Run one batched call; each job is charged an equal share of its wall time."""
@@ -249,8 +340,20 @@ class IdealAgent:
                 job.trace.timings[phase] = job.trace.timings.get(phase, 0.0) + share
 
 
-def _account(trace: Trace, round_: Round, outcome: Outcome[Any]) -> None:
-    round_.failures += outcome.failures
+def _at(jobs: list[_Job], step: Step) -> list[_Job]:
+    return [job for job in jobs if job.step == step and not job.trace.done]
+
+
+def _down(phase: str, error: Exception) -> Exception:
+    """The exception that stops the run: ours as it is, a foreign one as one line."""
+    if isinstance(error, IdealAgentError) or failure_kind(error) != "down":
+        return error
+    return ServiceDownError(f"{phase} failed: {type(error).__name__}: {one_line(error)}")
+
+
+def _account(trace: Trace, round_: Round | None, outcome: Outcome[Any]) -> None:
+    if round_ is not None:
+        round_.failures += outcome.failures
     trace.usage.llm_calls += outcome.calls
     trace.usage.llm_input_tokens += outcome.input_tokens
     trace.usage.llm_output_tokens += outcome.output_tokens

@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from idealagent import parsing
-from idealagent.errors import ModelOutputError
+from idealagent.errors import ModelOutputError, failure_kind
 from idealagent.prompts import PromptSpec, load_prompt
 from idealagent.trace import Failure, Trace, Verdict
 
@@ -50,6 +50,9 @@ class Outcome(Generic[T]):
     input_tokens: int = 0
     output_tokens: int = 0
     last_error: ModelOutputError | None = None
+    # The model call itself failed for reasons outside the sample (a server down, retries
+    # exhausted): not a reply to repair, and never a result. The agent decides what follows.
+    infra_error: Exception | None = None
 
 
 class _Pending(Exception):
@@ -107,9 +110,15 @@ class StructuredCaller:
         for indices in groups.values():
             runnable, structured = self._runnable(schemas[indices[0]])
             replies = runnable.batch([conversations[i] for i in indices], return_exceptions=True)
+            for reply in replies:  # LangChain hands a Ctrl-C back as a reply: it is not one
+                if isinstance(reply, BaseException) and not isinstance(reply, Exception):
+                    raise reply
             for i, reply in zip(indices, replies):
                 outcome = outcomes[i]
                 outcome.calls += 1
+                if isinstance(reply, Exception) and failure_kind(reply) != "sample":
+                    outcome.infra_error = reply  # the endpoint has retried it already
+                    continue
                 message, data, error = _unpack(reply, structured)
                 if message is not None:
                     usage = message.usage_metadata or {}

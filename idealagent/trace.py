@@ -25,6 +25,9 @@ StopReason = Literal[
     "questioner_failed",  # the questioner's replies stayed unusable after every retry
     "reasoner_failed",  # the reasoner's replies stayed unusable after every retry
     "error",  # the sample could not run (e.g. unreadable image); see Trace.error
+    # A model service failed on it every time it was tried (retries exhausted, out of memory):
+    # not a result. There is no answer, and the eval runner leaves the sample to the rerun.
+    "infrastructure",
 ]
 
 
