@@ -180,6 +180,8 @@ class ChatSession:
             line = sys.stdin.readline()
             return line or None
         except (EOFError, KeyboardInterrupt):
+            if self.interactive:  # end the prompt's line, so the shell's prompt starts on its own
+                self.console.print()
             return None
 
     def _command(self, line: str) -> bool:

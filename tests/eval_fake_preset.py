@@ -5,7 +5,8 @@
 
 The questioner asks one sub-question; the reasoner answers "A" when there are choices, else
 "red" for an even item number in the question and "blue" for an odd one, at confidence 0.9.
-``FAKE_EVAL_DELAY`` (seconds per reasoner reply) slows it down for the kill-and-resume test.
+``FAKE_EVAL_DELAY`` (seconds per reasoner reply) slows it down for the kill-and-resume test;
+``FAKE_EVAL_ASK_DELAY`` and ``FAKE_EVAL_ANSWER_DELAY`` slow the questioner and the answerer.
 """
 
 from __future__ import annotations
@@ -35,14 +36,20 @@ def fake_answer(user_turn: str) -> str:
 def reply(messages: list[Any]) -> str:
     system, user = str(messages[0].content), str(messages[-1].content)
     if "sub-questions whose answers" in system:  # the questioner
+        time.sleep(float(os.environ.get("FAKE_EVAL_ASK_DELAY", "0")))
         return json.dumps({"sub_questions": ["What colour is the main thing?"]})
     time.sleep(float(os.environ.get("FAKE_EVAL_DELAY", "0")))
     return json.dumps({"analysis": "The fake looked.", "answer": fake_answer(user), "confidence": 0.9})
 
 
+def answer(question: str) -> str:
+    time.sleep(float(os.environ.get("FAKE_EVAL_ANSWER_DELAY", "0")))
+    return "red"
+
+
 def build(**_: Any) -> dict[str, Any]:
     """Fresh models: a chat model that never runs out of replies, and an answerer saying "red"."""
-    return {"llm": ScriptedChatModel(replies=[reply] * 100_000), "answerer": ScriptedAnswerer("red")}
+    return {"llm": ScriptedChatModel(replies=[reply] * 100_000), "answerer": ScriptedAnswerer(answer)}
 
 
 PRESET = Preset(NAME, "Deterministic fake models for evaluation tests.", build,

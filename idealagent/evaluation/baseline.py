@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from idealagent.answerers import tokens_of
-from idealagent.errors import IdealAgentError
+from idealagent.answerers import answer_each, tokens_of
+from idealagent.errors import IdealAgentError, failure_kind, one_line
 from idealagent.images import load_image
 from idealagent.parsing import choice_letter, match_choice, short_answer
 
@@ -91,8 +91,9 @@ def run_baseline(answerer: Answerer, items: Sequence[EvalItem],
                  images: Mapping[str, Any]) -> dict[str, BaselineResult]:
     """Ask every item's question in one answerer call; results by item id.
 
-    ``images`` maps ids to decoded images, or to the exception that made one unreadable. If the
-    batched call fails, each item is asked alone so only the one at fault fails.
+    ``images`` maps ids to decoded images, or to the exception that made one unreadable. A
+    request that fails costs only its own item. An item the infrastructure failed on (retries
+    exhausted, out of memory) is left out: that is not a result. A service that is down raises.
     """
     results: dict[str, BaselineResult] = {}
     ready = []
@@ -102,27 +103,20 @@ def run_baseline(answerer: Answerer, items: Sequence[EvalItem],
             results[item.id] = BaselineResult(None, None, str(image), 0.0)
         else:
             ready.append(item)
-    results.update(_ask(answerer, ready, images))
-    return results
-
-
-def _ask(answerer: Answerer, items: list[EvalItem], images: Mapping[str, Any]) -> dict[str, BaselineResult]:
-    if not items:
-        return {}
+    if not ready:
+        return results
     started = time.perf_counter()
-    try:
-        replies = answerer.answer([(images[item.id], baseline_question(item)) for item in items])
-        if len(replies) != len(items):
-            raise RuntimeError(f"{len(replies)} replies for {len(items)} questions")
-    except Exception as exc:  # noqa: BLE001 - recorded in the row; a batch is retried one by one
-        if len(items) == 1:
-            log.warning("baseline answer failed for %s: %s: %s", items[0].id, type(exc).__name__, exc)
-            return {items[0].id: BaselineResult(None, None, f"answerer failed: {type(exc).__name__}: {exc}",
-                                                time.perf_counter() - started)}
-        return {key: value for item in items for key, value in _ask(answerer, [item], images).items()}
-    share = (time.perf_counter() - started) / len(items)
-    results = {}
-    for item, reply in zip(items, replies):
-        prediction, index = read_reply(item, str(reply))
-        results[item.id] = BaselineResult(prediction, index, None, share, *tokens_of(reply))
+    replies = answer_each(answerer, [(images[item.id], baseline_question(item)) for item in ready])
+    share = (time.perf_counter() - started) / len(ready)
+    for item, reply in zip(ready, replies):
+        if isinstance(reply, Exception):
+            if failure_kind(reply) != "sample":
+                log.warning("baseline answer for %s hit the infrastructure: %s", item.id, one_line(reply))
+                continue
+            log.warning("baseline answer failed for %s: %s: %s", item.id, type(reply).__name__, one_line(reply))
+            results[item.id] = BaselineResult(None, None, f"answerer failed: {type(reply).__name__}: "
+                                              f"{one_line(reply)}", share)
+        else:
+            prediction, index = read_reply(item, str(reply))
+            results[item.id] = BaselineResult(prediction, index, None, share, *tokens_of(reply))
     return results

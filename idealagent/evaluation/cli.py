@@ -26,7 +26,7 @@ from idealagent.cli_options import (
     Verbose,
     VlmOption,
 )
-from idealagent.errors import InputError
+from idealagent.errors import InfrastructureError, InputError, ModelLoadError
 from idealagent.evaluation import runner
 from idealagent.evaluation.runner import (
     EvalResult,
@@ -69,7 +69,7 @@ def eval_command(
     debug: Debug = False,
 ) -> None:
     """Run a benchmark; one line per sample goes to --out as it finishes (safe to kill and re-run)."""
-    from idealagent.cli import _check_loop, _cli_logging, _exit_on_error, _load_agent
+    from idealagent.cli import _check_loop, _cli_logging, _error, _exit_on_error, _load_agent
 
     with _cli_logging(verbose, debug), _exit_on_error(debug):
         shard_pair = parse_shard(shard)
@@ -90,11 +90,22 @@ def eval_command(
             if batch_size is not None:
                 overrides["batch_size"] = batch_size
             agent = _load_agent(preset, overrides)
-        if console.is_terminal:
-            result = _run_with_bar(plan, agent, console)
-        else:
-            result = plan.run(agent, on_progress=_line_printer())
+        resume = f"the finished samples are kept in {out}; run the same command again to resume"
+        try:
+            if console.is_terminal:
+                result = _run_with_bar(plan, agent, console)
+            else:
+                result = plan.run(agent, on_progress=_line_printer())
+        except KeyboardInterrupt:
+            _error(f"interrupted; {resume}")
+            raise typer.Exit(130) from None
+        except (InfrastructureError, ModelLoadError) as exc:  # nothing in flight was recorded
+            raise type(exc)(f"{exc}; {resume}") from exc
         _print_summary(plan, result)
+        if result.unfinished:
+            raise InfrastructureError(
+                f"{result.unfinished} samples were left unfinished because a model service kept failing on "
+                f"them; they are not in {out}: run the same command again to retry them")
 
 
 def report_command(

@@ -146,6 +146,8 @@ class EvalResult:
     agent_accuracy: float | None
     baseline_accuracy: float | None
     seconds: float
+    # Samples the infrastructure kept failing on: not in the file, so the rerun tries them again.
+    unfinished: int = 0
 
     @property
     def samples_per_s(self) -> float | None:
@@ -189,6 +191,7 @@ class EvalPlan:
         written every ``log_every`` samples. ``agent`` may be None when nothing is pending.
         """
         progress = self.progress()
+        unfinished = 0
         if self.pending and agent is None:
             raise InputError(f"{len(self.pending)} samples are left to run, but no agent was given")
         if self.pending and agent is not None:
@@ -196,10 +199,11 @@ class EvalPlan:
             wrong = {k: v for k, v in agent_settings(agent).items() if planned.get(k, v) != v}
             if wrong:
                 raise InputError(f"the agent's settings {wrong} differ from the planned {planned}")
+            stream = _Stream(self, agent)
             with closing(ResultsWriter(self.existing, self.header, fresh=self.fresh)) as writer:
                 if on_progress:
                     on_progress(progress)
-                for row in _Stream(self, agent).rows():
+                for row in stream.rows():
                     writer.append(row)
                     baseline = row["baseline"] or {}
                     progress.add(row["score"], baseline.get("score"), row["error"] is not None, new=True)
@@ -207,8 +211,12 @@ class EvalPlan:
                         on_progress(progress)
                     elif progress.new % log_every == 0:
                         log.info("%s", progress_line(progress))
+            unfinished = len(stream.unfinished)
+            if unfinished:
+                log.warning("%d samples were not run to the end because a model service kept failing "
+                            "(first: %s); rerun the same command to retry them", unfinished, stream.unfinished[0])
         return EvalResult(self.out, progress.done, progress.new, progress.failures, progress.agent_accuracy,
-                          progress.baseline_accuracy, progress.elapsed_s)
+                          progress.baseline_accuracy, progress.elapsed_s, unfinished)
 
 
 def prepare_eval(benchmark: str, data_dir: str | Path | None, split: str | None, *, out: str | Path,
@@ -279,42 +287,48 @@ class _Stream:
         self.staged: deque[tuple[EvalItem, Any]] = deque()  # (item, decoded image or the path)
         self.in_flight: dict[str, EvalItem] = {}
         self.baselines: dict[str, BaselineResult] = {}
+        self.unfinished: list[str] = []  # ids the infrastructure failed on: no row, the rerun retries
 
     def rows(self) -> Iterator[dict[str, Any]]:
         """A row per item, in the order the agent finishes them.
 
-        An exception escaping the agent (a bug in a backend) fails the samples it was running,
-        recorded as errors, and the run goes on with a fresh pool.
+        An item the infrastructure kept failing on (retries exhausted, out of memory) gets no
+        row: it is not a result, and the rerun tries it again (``unfinished`` counts them). A
+        service that is down, or Ctrl-C, ends the run here; the items in flight get no row.
         """
-        while self.queue or self.staged:
-            try:
-                for trace in self.agent.iter_batch(self._samples()):
-                    yield self._row(self.in_flight.pop(trace.sample.id), trace)
-            except Exception as exc:
-                if not self.in_flight:
-                    raise
-                log.warning("the agent failed on a batch of %d samples; recording them as failed",
-                            len(self.in_flight), exc_info=True)
-                for item in list(self.in_flight.values()):
-                    error = f"agent failed: {type(exc).__name__}: {exc}"
-                    trace = Trace(sample=item.to_sample(), stop_reason="error", error=error,
-                                  settings=self.agent.settings)
-                    yield self._row(item, trace)
-                self.in_flight.clear()
+        for trace in self.agent.iter_batch(self._samples()):
+            item = self.in_flight.pop(trace.sample.id)
+            if trace.stop_reason == "infrastructure":
+                self.baselines.pop(item.id, None)
+                self.unfinished.append(item.id)
+                continue
+            yield self._row(item, trace)
 
     def _samples(self) -> Iterator[Sample]:
         while self.queue or self.staged:
             if not self.staged:
                 self._stage([self.queue.popleft() for _ in range(min(self.agent.batch_size, len(self.queue)))])
+                continue
             item, image = self.staged.popleft()
             self.in_flight[item.id] = item
             yield item.to_sample().model_copy(update={"image": image})
 
     def _stage(self, chunk: list[EvalItem]) -> None:
-        """Decode the chunk's images once (the agent reuses them) and run its baseline."""
+        """Decode the chunk's images once (the agent reuses them) and run its baseline.
+
+        A baseline request the infrastructure failed on is tried again a few times; an item
+        still without a baseline is left for the rerun rather than run without one.
+        """
         images = load_images(chunk)
         if self.plan.header["baseline"]:
-            self.baselines.update(run_baseline(self.agent.answerer, chunk, images))
+            todo = chunk
+            for _ in range(1 + self.agent.infra_retries):
+                self.baselines.update(run_baseline(self.agent.answerer, todo, images))
+                todo = [item for item in todo if item.id not in self.baselines]
+                if not todo:
+                    break
+            self.unfinished += [item.id for item in todo]
+            chunk = [item for item in chunk if item.id in self.baselines]
         for item in chunk:
             image = images[item.id]
             # An unreadable image goes in as its path: the agent fails that sample with the reason.
