@@ -137,9 +137,12 @@ def _normalise(image: Image.Image, *, reduce_at_decode: bool) -> Image.Image:
                          f"the limit is {MAX_DECODED_PIXELS / 1e6:.0f})")
     image.load()
     orientation = _orientation(image)
-    rgb = _to_rgb(image)
-    if rgb.size != target:
-        rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    # Into a mode that resizes well first, then down to size, then to RGB: the costly steps
+    # (compositing, conversions) run on the small image.
+    small = _resizable(image)
+    if small.size != target:
+        small = small.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    rgb = _flatten(small)
     if orientation in _UPRIGHT:
         rgb = rgb.transpose(_UPRIGHT[orientation])
     rgb.info.pop("exif", None)  # the pixels are upright now: never turn them twice
@@ -163,20 +166,30 @@ def _orientation(image: Image.Image) -> int:
         return 1
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB pixels: alpha composited on white, 16-bit and float scaled to 8 bits."""
+def _resizable(image: Image.Image) -> Image.Image:
+    """``image`` in a mode Pillow resizes smoothly: palette, bilevel and colour-keyed images
+    become RGB(A); 16-bit and float ones 8-bit grey, scaled rather than clipped."""
     mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+    if "transparency" in image.info or mode == "PA":
+        return image.convert("RGBA")
+    if mode in ("1", "P"):
+        return image.convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(image).astype(np.float32)
+        top = float(values.max()) if values.size else 0.0
+        if mode == "F" and top <= 1.0:
+            values *= 255.0  # float images are usually in [0, 1]
+        elif mode.startswith("I;16") or top > 255:
+            values /= 257.0  # 16-bit: 65535 -> 255 (Pillow's own convert would clip at 255)
+        return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    return image
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """RGB, with any alpha composited on white (what a transparent area looks like on a page)."""
+    if image.mode in ("RGBA", "LA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-    if mode.startswith("I") or mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        if mode == "F" and values.size and values.max() <= 1.0:
-            values = values * 255.0  # float images are usually in [0, 1]
-        elif mode.startswith("I;16") or (values.size and values.max() > 255):
-            values = values / 257.0  # 16-bit: 65535 -> 255 (Pillow's own convert would clip)
-        grey = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
-        return grey.convert("RGB")
     return image.convert("RGB")
 
 

@@ -105,12 +105,19 @@ def test_pixels_come_out_as_they_look(valid: dict[str, Path]) -> None:
     assert ramp == sorted(ramp) and ramp[0] == 0 and ramp[-1] == 255 and 100 < ramp[20] < 155
 
 
-def test_large_images_are_downscaled_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("mode", "suffix", "colour"),
+    [("RGB", "png", (255, 0, 0)), ("RGBA", "png", (255, 0, 0, 255)), ("LA", "png", (0, 0)),
+     ("I;16", "png", 65535), ("P", "gif", 1), ("CMYK", "jpg", (0, 255, 255, 0)), ("L", "webp", 0)],
+)
+def test_large_images_are_downscaled_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str,
+                                             suffix: str, colour) -> None:
     monkeypatch.setattr(images, "MAX_PIXELS", 2500)
-    Image.new("RGB", (400, 100), "red").save(tmp_path / "wide.png")
-    wide = load_image(tmp_path / "wide.png")
-    assert wide.width * wide.height <= 2500 and wide.width == 4 * wide.height  # aspect kept
-    assert load_image(Image.new("RGB", (400, 100))).size == wide.size  # in-memory images too
+    path = tmp_path / f"wide.{suffix}"
+    Image.new(mode, (400, 100), colour).save(path)
+    wide = load_image(path)
+    assert wide.mode == "RGB" and wide.size == (100, 25)  # 2500 pixels, the aspect kept
+    assert load_image(Image.new(mode, (400, 100), colour)).size == wide.size  # in-memory images too
 
 
 def test_jpegs_are_decoded_at_reduced_scale_and_the_rest_refused_beyond_the_decode_limit(
