@@ -40,6 +40,12 @@ def cli_env() -> dict[str, str]:
             "NO_PROXY": "127.0.0.1"}
 
 
+def ask(image: str) -> subprocess.CompletedProcess:
+    """``idealagent ask`` in a subprocess (real stderr: warnings and tracebacks would show)."""
+    return subprocess.run([sys.executable, "-c", CLI, "ask", image, "What is it?", "--preset", "fake-eval"],
+                          cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120, check=False)
+
+
 def run_measured(command: list[str], log: Path) -> tuple[int, int]:
     """Run ``command`` with stdout and stderr to ``log``; its exit code and peak RSS in bytes."""
     with log.open("wb") as out:
@@ -64,10 +70,9 @@ def test_one_eval_over_a_mixed_image_set(tmp_path: Path) -> None:
                 "url_404": server.url("nope.png"),
                 "url_closed_port": closed_port_url()}
         data = tmp_path / "mixed.jsonl"
-        data.write_text("".join(
-            json.dumps({"id": name, "image": ref, "question": f"What colour is item {n}?", "answer": "red"}) + "\n"
-            for n, (name, ref) in enumerate(refs.items())
-        ))
+        records = [{"id": name, "image": ref, "question": f"What colour is item {n}?", "answer": "red"}
+                   for n, (name, ref) in enumerate(refs.items())]
+        data.write_text("".join(json.dumps(record) + "\n" for record in records))
         out = tmp_path / "results.jsonl"
         code, peak_rss = run_measured(
             [sys.executable, "-c", CLI, "eval", "jsonl", "--data", str(data), "--out", str(out),
@@ -95,8 +100,7 @@ def test_one_eval_over_a_mixed_image_set(tmp_path: Path) -> None:
 
 def test_ask_with_a_bomb_prints_one_line(tmp_path: Path) -> None:
     bomb = broken_images(tmp_path)["bomb.png"]
-    result = subprocess.run([sys.executable, "-c", CLI, "ask", str(bomb), "What is it?", "--preset", "fake-eval"],
-                            cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120, check=False)
+    result = ask(str(bomb))
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -106,7 +110,6 @@ def test_ask_with_a_bomb_prints_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ref", ["ftp://127.0.0.1/cat.jpg", "file:///etc/hosts"])
 def test_ask_with_another_url_scheme_says_so(ref: str) -> None:
-    result = subprocess.run([sys.executable, "-c", CLI, "ask", ref, "What is it?", "--preset", "fake-eval"],
-                            cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120, check=False)
+    result = ask(ref)
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "unsupported URL scheme" in result.stderr and "no such file" not in result.stderr

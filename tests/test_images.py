@@ -160,7 +160,8 @@ def test_any_decoder_exception_is_an_image_error(tmp_path: Path, monkeypatch: py
         raise RuntimeError("the decoder fell over")
 
     monkeypatch.setattr(Image.Image, "load", explode)
-    with pytest.raises(ImageError, match=r"ok.png: not a readable image \(RuntimeError: the decoder fell over\)"):
+    expected = r"ok.png: not a readable image \(RuntimeError: the decoder fell over\)"
+    with pytest.raises(ImageError, match=expected):
         load_image(tmp_path / "ok.png")
 
 
@@ -204,13 +205,15 @@ def test_a_few_redirects_are_followed(misbehaving: ImageServer) -> None:
         ("nope.jpg", "HTTP 404"),
     ],
 )
-def test_bad_redirects_and_missing_pages_are_one_line(misbehaving: ImageServer, path: str, message: str) -> None:
+def test_bad_redirects_and_missing_pages_are_one_line(misbehaving: ImageServer, path: str,
+                                                      message: str) -> None:
     with pytest.raises(ImageError, match=message) as error:
         load_image(misbehaving.url(path))
     assert "\n" not in str(error.value)
 
 
-def test_one_deadline_covers_the_whole_download(misbehaving: ImageServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_deadline_covers_the_whole_download(misbehaving: ImageServer,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(images, "URL_DEADLINE_S", 0.5)
     start = time.monotonic()
     with pytest.raises(ImageError, match=r"drip: took longer than 0.5 s"):

@@ -62,7 +62,8 @@ def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         ("http://127.0.0.1:8000/v1", False),
     ],
 )
-def test_the_openai_key_goes_to_openais_api_only(env: pytest.MonkeyPatch, base_url: str, openai_key: bool) -> None:
+def test_the_openai_key_goes_to_openais_api_only(env: pytest.MonkeyPatch, base_url: str,
+                                                 openai_key: bool) -> None:
     env.setenv("IDEALAGENT_VLM_BASE_URL", base_url)
     env.setenv("IDEALAGENT_VLM_MODEL", "m")
     assert endpoint_from_env("IDEALAGENT_VLM").api_key == (OPENAI_KEY if openai_key else "EMPTY")
@@ -131,7 +132,8 @@ def test_every_torch_load_in_the_package_says_weights_only() -> None:
     assert any(where.startswith("answerers/perception.py") for where, _ in calls)
     for where, call in calls:
         flags = {k.arg: k.value for k in call.keywords}
-        assert isinstance(flags.get("weights_only"), ast.Constant) and flags["weights_only"].value is True, where
+        weights_only = flags.get("weights_only")
+        assert isinstance(weights_only, ast.Constant) and weights_only.value is True, where
 
 
 def test_the_efficientnet_weights_are_loaded_weights_only(monkeypatch: pytest.MonkeyPatch) -> None:
