@@ -376,12 +376,12 @@ def test_one_server_for_every_role_and_the_key_fallbacks(env):
     models = build_openai_preset(vlm_model="my-vlm", llm_model="my-llm")  # the CLI's --vlm/--llm
     assert (models["llm"].model_name, models["answerer"].model) == ("my-llm", "my-vlm")
 
-    env.setenv("OPENAI_API_KEY", "sk-shared")
-    assert endpoint_from_env("IDEALAGENT_VLM").api_key == "sk-shared"
+    env.setenv("OPENAI_API_KEY", "sk-openai")
+    assert endpoint_from_env("IDEALAGENT_VLM").api_key == "EMPTY"  # OpenAI's key is for OpenAI only
     env.setenv("IDEALAGENT_LLM_API_KEY", "sk-llm")
     assert endpoint_from_env("IDEALAGENT_VLM").api_key == "sk-llm"  # same server, same key
     env.setenv("IDEALAGENT_VLM_BASE_URL", "http://other:8000/v1")
-    assert endpoint_from_env("IDEALAGENT_VLM").api_key == "sk-shared"  # another server: not lent
+    assert endpoint_from_env("IDEALAGENT_VLM").api_key == "EMPTY"  # another server: not lent
 
 
 def test_bad_settings_are_input_errors(env):

@@ -37,6 +37,7 @@ from idealagent.llms.openai import (
     check_endpoint,
     endpoint_from_env,
     one_line,
+    redact_url,
 )
 from idealagent.prompts import load_prompt
 
@@ -97,7 +98,7 @@ class OpenAIAnswerer:
         return cls(**{**vars(endpoint), **overrides})
 
     def __repr__(self) -> str:
-        return f"OpenAIAnswerer(model={self.model!r}, base_url={self.base_url!r})"
+        return f"OpenAIAnswerer(model={self.model!r}, base_url={redact_url(self.base_url)!r})"  # no key
 
     # -- the Answerer protocol ----------------------------------------------------------------
 
@@ -171,7 +172,7 @@ class OpenAIAnswerer:
         return reply_answer(raw.http_response, self._describe())
 
     def _describe(self) -> str:
-        return f"VLM endpoint {self.base_url} (model {self.model})"
+        return f"VLM endpoint {redact_url(self.base_url)} (model {self.model})"
 
     def _short(self, reply: Answer) -> Answer:
         answer = parsing.short_answer(reply, self.max_words)

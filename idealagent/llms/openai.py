@@ -24,7 +24,9 @@ Environment (read by ``chat_model_from_env``, ``endpoint_from_env`` and the answ
 
 - ``P_BASE_URL``: the server's OpenAI API root, e.g. ``http://gpu-box:8000/v1`` (required)
 - ``P_MODEL``: the served model name (required)
-- ``P_API_KEY``: optional; else ``OPENAI_API_KEY``; else ``EMPTY`` (what local servers expect)
+- ``P_API_KEY``: optional; else ``EMPTY`` (what local servers expect). ``OPENAI_API_KEY`` is
+  used only for OpenAI's own API (``https://api.openai.com``): a key for OpenAI is never sent
+  to another server, nor over plain http
 - ``P_MAX_CONCURRENCY`` (16), ``P_TIMEOUT`` seconds (60), ``P_ATTEMPTS`` tries per request (5),
   ``P_RETRY_WAIT`` seconds before the first retry (0.5; it doubles each retry),
   ``P_MAX_TOKENS`` (512 for the LLM, 32 for the VLM)
@@ -40,8 +42,9 @@ import json
 import logging
 import os
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -75,6 +78,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 LLM_PREFIX, VLM_PREFIX = "IDEALAGENT_LLM", "IDEALAGENT_VLM"
 LOCAL_API_KEY = "EMPTY"  # vLLM/SGLang/TGI accept any key unless started with one
+OPENAI_API_HOST = "api.openai.com"  # the one host OPENAI_API_KEY is sent to (over https)
 # Status codes worth another try: request timeout, conflict, rate limit; 5xx are added below.
 TRANSIENT_STATUS = {408, 409, 429}
 
@@ -240,8 +244,13 @@ class EndpointChatModel(ChatOpenAI):
                 self._slots = (self.max_concurrency, threading.BoundedSemaphore(self.max_concurrency))
             return self._slots[1]
 
+    def __repr_args__(self) -> Any:
+        # The key is a SecretStr already; a base URL may hold credentials too (user:key@host).
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "openai_api_base" and isinstance(value, str) else value
+
     def _describe(self) -> str:
-        return f"endpoint {self.openai_api_base} (model {self.model_name})"
+        return f"endpoint {redact_url(str(self.openai_api_base))} (model {self.model_name})"
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
@@ -362,7 +371,7 @@ class Endpoint:
 
     base_url: str
     model: str
-    api_key: str = LOCAL_API_KEY
+    api_key: str = field(default=LOCAL_API_KEY, repr=False)  # never in a repr, a log or a trace
     max_concurrency: int = 16
     timeout: float = 60.0
     attempts: int = 5
@@ -386,7 +395,8 @@ def endpoint_from_env(prefix: str = LLM_PREFIX, *, model: str | None = None, max
     if missing:
         raise InputError(f"set {' and '.join(missing)} (or the {other}_* twin) to use an OpenAI-compatible server")
     borrowed_url = base_url == env.get(f"{other}_BASE_URL", "").strip()
-    api_key = get("API_KEY", fallback=borrowed_url) or env.get("OPENAI_API_KEY", "").strip() or LOCAL_API_KEY
+    openai_key = env.get("OPENAI_API_KEY", "").strip() if is_openai_api(base_url) else ""
+    api_key = get("API_KEY", fallback=borrowed_url) or openai_key or LOCAL_API_KEY
 
     def number(name: str, kind: type, default: float, fallback: bool = True) -> Any:
         raw = get(name, fallback)
@@ -406,6 +416,26 @@ def endpoint_from_env(prefix: str = LLM_PREFIX, *, model: str | None = None, max
     if endpoint.retry_initial_wait < 0:
         raise InputError(f"{prefix}_RETRY_WAIT must not be negative, got {endpoint.retry_initial_wait}")
     return endpoint
+
+
+def is_openai_api(base_url: str) -> bool:
+    """Whether ``base_url`` is OpenAI's own API over https: the only place OPENAI_API_KEY goes."""
+    try:
+        parts = urllib.parse.urlsplit(base_url.strip())
+        return parts.scheme.lower() == "https" and parts.hostname == OPENAI_API_HOST and not parts.username
+    except ValueError:  # an unparsable URL (a bad port) is nobody's
+        return False
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` in it masked, for messages, logs and reprs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if "@" not in parts.netloc:
+            return url
+        return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+    except ValueError:
+        return "<unparsable URL>"
 
 
 def chat_model_from_env(prefix: str = LLM_PREFIX, **overrides: Any) -> EndpointChatModel:
