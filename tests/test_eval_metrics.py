@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -254,15 +257,55 @@ def test_calibration_bins_report_counts_and_means() -> None:
     assert table[1]["accuracy"] is None
 
 
-def test_accuracy_at_coverage_ranks_by_confidence_and_keeps_input_order_on_ties() -> None:
-    # Ranked: #1 (0.9, right), #0 (0.5, wrong), #2 (0.5, right), #3 (0.1, wrong).
+def test_accuracy_at_coverage_ranks_by_confidence_and_splits_ties_by_their_mean() -> None:
+    # Ranked: #1 (0.9, right), then the tie #0/#2 at 0.5 (one right: mean 0.5), #3 (0.1, wrong).
     curve = accuracy_at_coverage([0.5, 0.9, 0.5, 0.1], [0, 1, 1, 0], coverages=(0.25, 0.5, 0.75, 1.0))
-    assert curve == [(0.25, 1.0), (0.5, 0.5), (0.75, pytest.approx(2 / 3)), (1.0, 0.5)]
+    # 50%: #1 and one place of the tie, worth its mean 0.5: (1 + 0.5) / 2, in any row order.
+    assert curve == [(0.25, 1.0), (0.5, 0.75), (0.75, pytest.approx(2 / 3)), (1.0, 0.5)]
     # 30% of 10 is 3 samples, not 4 (floating point), and a tiny coverage still keeps one.
     ten = accuracy_at_coverage([i / 10 for i in range(10)], [1.0] * 3 + [0.0] * 7, coverages=(0.3, 0.01))
     assert ten == [(0.3, 0.0), (0.01, 0.0)]
     with pytest.raises(InputError, match="coverage"):
         accuracy_at_coverage([0.5], [1.0], coverages=(0.0,))
+
+
+def test_accuracy_at_coverage_of_the_issue_does_not_depend_on_row_order() -> None:
+    # 16 samples: 8 at 0.9 of which 2 right (listed first), 4 at 0.6 of which 3 right, 4 at 0.2 wrong.
+    confidences = [0.9] * 8 + [0.6] * 4 + [0.2] * 4
+    scores = [1.0, 1.0] + [0.0] * 6 + [1.0, 1.0, 1.0, 0.0] + [0.0] * 4
+    coverages = (0.1, 0.5, 0.6, 0.75, 1.0)
+    expected = [
+        (0.1, 0.25),  # 2 places, both in the 0.9 group whose mean is 2/8 (was 100%: the two right rows came first)
+        (0.5, 0.25),  # the whole 0.9 group
+        (0.6, 3.5 / 10),  # 10 places: the 0.9 group (2) and half of the 0.6 group (2 x 3/4)
+        (0.75, 5 / 12),  # both groups whole
+        (1.0, 5 / 16),
+    ]
+    curve = accuracy_at_coverage(confidences, scores, coverages)
+    assert curve == [(c, pytest.approx(a)) for c, a in expected]
+    for seed in range(5):
+        order = random.Random(seed).sample(range(16), 16)
+        permuted = accuracy_at_coverage([confidences[i] for i in order], [scores[i] for i in order], coverages)
+        assert permuted == curve  # exactly, not approximately
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.3, 0.5, 0.9, 1.0]), st.sampled_from([0.0, 0.3, 0.6, 1.0])),
+                min_size=1, max_size=30), st.randoms(use_true_random=False))
+def test_accuracy_at_coverage_is_the_same_for_any_row_order(rows: list[tuple[float, float]], rng) -> None:
+    shuffled = rng.sample(rows, len(rows))
+    curve = accuracy_at_coverage([c for c, _ in rows], [a for _, a in rows])
+    assert accuracy_at_coverage([c for c, _ in shuffled], [a for _, a in shuffled]) == curve
+    assert curve[-1][1] == pytest.approx(sum(a for _, a in rows) / len(rows))  # full coverage: the mean
+
+
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=20, unique=True), st.data())
+def test_without_ties_accuracy_at_coverage_is_the_top_k_mean(confidences: list[float], data) -> None:
+    scores = data.draw(st.lists(st.sampled_from([0.0, 0.6, 1.0]), min_size=len(confidences),
+                                max_size=len(confidences)))
+    ranked = [a for _, a in sorted(zip(confidences, scores), key=lambda pair: -pair[0])]
+    for coverage, accuracy in accuracy_at_coverage(confidences, scores):
+        k = max(1, math.ceil(round(coverage * len(ranked), 9)))
+        assert accuracy == pytest.approx(sum(ranked[:k]) / k)
 
 
 def _trace(

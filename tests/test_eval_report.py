@@ -173,6 +173,20 @@ def test_summary_numbers_by_hand(shards: list[Path]) -> None:
     assert summary["duplicate_ids"] == 1 and summary["skipped_lines"] == 1
 
 
+def test_summary_does_not_depend_on_row_order(shards: list[Path]) -> None:
+    header, rows = read_results(shards)
+    tied = [dict(row, confidence=0.5) if row["id"] in ("1", "2", "4") else row for row in rows]
+    forward, backward = summarize(header, tied), summarize(header, tied[::-1])
+    for key in ("accuracy", "ece", "accuracy_at_coverage", "accuracy_by_rounds"):
+        assert forward["overall"][key] == backward["overall"][key]
+    # Id 3 (0.6, score 1) ranks first, then three tied at 0.5 (scores 1, 0.9, 0.6, mean 2.5/3):
+    # 20% of 6 keeps 2 places, 50% keeps 3; each place in the tie is worth the tie's mean.
+    coverage = {round(c, 2): a for c, a in forward["overall"]["accuracy_at_coverage"]}
+    assert coverage[0.2] == pytest.approx((1 + 2.5 / 3) / 2)
+    assert coverage[0.5] == pytest.approx((1 + 2 * 2.5 / 3) / 3)
+    assert coverage[0.7] == pytest.approx(3.5 / 5)  # 5 places: id 3 and the whole tie
+
+
 def test_render_report_shows_agent_and_baseline_side_by_side(shards: list[Path]) -> None:
     console = Console(record=True, width=160, color_system=None)
     render_report(summarize(*read_results(shards)), console)

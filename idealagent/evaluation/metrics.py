@@ -243,8 +243,8 @@ def calibration_bins(
     for b, idx in enumerate(members):
         table.append({
             "low": b / bins, "high": (b + 1) / bins, "n": len(idx),
-            "confidence": sum(conf[i] for i in idx) / len(idx) if idx else None,
-            "accuracy": sum(acc[i] for i in idx) / len(idx) if idx else None,
+            "confidence": math.fsum(conf[i] for i in idx) / len(idx) if idx else None,
+            "accuracy": math.fsum(acc[i] for i in idx) / len(idx) if idx else None,
         })  # fmt: skip
     return table
 
@@ -267,18 +267,33 @@ def accuracy_at_coverage(
 ) -> list[tuple[float, float]]:
     """Selective accuracy: answer only the most confident fraction ``c`` of the samples.
 
-    Samples are ranked by confidence, highest first, ties in input order; the top ceil(c * n)
-    (at least one) are kept and their mean score is the accuracy at coverage ``c``.
+    Samples are ranked by confidence, highest first, and the top k = ceil(c * n) (at least one)
+    are kept; the accuracy at coverage ``c`` is their mean score. Samples of equal confidence
+    form one group that no ranking can order, so when the k-th place falls inside a group, each
+    of its kept places counts the group's mean score: the expected accuracy had the tie been
+    broken at random. The coverage reported is thus always the requested k / n, and the numbers
+    never depend on the order of the rows.
     """
     conf, acc = _paired(confidences, scores)
-    order = sorted(range(len(conf)), key=lambda i: -conf[i])  # sorted() is stable: ties keep input order
+    members: dict[float, list[float]] = {}
+    for c, a in zip(conf, acc):
+        members.setdefault(c, []).append(a)
+    # (size, total score) per confidence, highest first; fsum is exact, so row order can't leak in.
+    groups = [(len(members[c]), math.fsum(members[c])) for c in sorted(members, reverse=True)]
     curve = []
     for coverage in coverages:
         if not 0.0 < coverage <= 1.0:
             raise InputError(f"coverage {coverage} is outside (0, 1]")
         # round() first so 0.3 * 10 = 3.0000000000000004 keeps 3 samples, not 4.
-        kept = order[: max(1, math.ceil(round(coverage * len(conf), 9)))]
-        curve.append((float(coverage), sum(acc[i] for i in kept) / len(kept)))
+        wanted = max(1, math.ceil(round(coverage * len(conf), 9)))
+        kept, total = 0, 0.0
+        for size, group_total in groups:
+            take = min(size, wanted - kept)
+            total += group_total if take == size else group_total * take / size
+            kept += take
+            if kept == wanted:
+                break
+        curve.append((float(coverage), total / wanted))
     return curve
 
 

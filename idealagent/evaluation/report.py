@@ -63,8 +63,8 @@ def read_results(paths: Sequence[Path]) -> tuple[dict[str, Any], list[dict[str, 
                 continue
             seen.add(row["id"])
             rows.append(row)
-    # Selection order, not completion order: merged shards then read exactly like one run (ties
-    # in confidence, as in accuracy at coverage, break the same way).
+    # Selection order, not completion order: merged shards then list their rows exactly like one
+    # run. (No figure depends on it: accuracy at coverage treats tied confidences as one group.)
     rows.sort(key=lambda row: (row.get("index") is None, row.get("index") or 0))
     if duplicates:
         warnings.append(f"{duplicates} sample id(s) appear in more than one line; kept the first of each")
