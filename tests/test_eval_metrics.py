@@ -68,7 +68,9 @@ def test_dont_and_don_t_do_not_meet_as_in_the_official_evaluation() -> None:
     ("matches", "expected"),
     [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)],
 )
-def test_vqa_score_averages_the_ten_leave_one_out_subsets(matches: int, expected: float, variant: str) -> None:
+def test_vqa_score_averages_the_ten_leave_one_out_subsets(
+    matches: int, expected: float, variant: str
+) -> None:
     # 2 matches: 8 subsets keep both (2/3), 2 subsets keep one (1/3): (8*2/3 + 2*1/3)/10 = 0.6.
     answers = ["yes"] * matches + ["no"] * (10 - matches)
     assert vqa_score("yes", answers, variant) == pytest.approx(expected)
@@ -107,7 +109,9 @@ def test_the_default_is_the_official_2021_processing() -> None:
         ("yes", ["yes", "yes\t"] + ["no"] * 8, 0.6, 0.3),
     ],
 )
-def test_vqa_score_variants_by_hand(prediction: str, answers: list[str], official: float, legacy: float) -> None:
+def test_vqa_score_variants_by_hand(
+    prediction: str, answers: list[str], official: float, legacy: float
+) -> None:
     assert vqa_score(prediction, answers, "vqa2021") == pytest.approx(official)
     assert vqa_score(prediction, answers, "vqa-legacy") == pytest.approx(legacy)
     assert score("vqa", prediction, None, answers, None, vqa_metric="vqa-legacy") == pytest.approx(legacy)
@@ -198,7 +202,8 @@ def test_the_default_agrees_with_the_official_2021_loop(prediction: str, answers
 
 @given(ANSWER, st.lists(ANSWER, min_size=2, max_size=10))
 def test_vqa_legacy_agrees_with_the_official_pre_2021_loop(prediction: str, answers: list[str]) -> None:
-    assert vqa_score(prediction, answers, "vqa-legacy") == pytest.approx(_official_legacy(prediction, answers))
+    legacy = vqa_score(prediction, answers, "vqa-legacy")
+    assert legacy == pytest.approx(_official_legacy(prediction, answers))
 
 
 @given(st.sampled_from(PIECES), st.integers(1, 9), st.sampled_from(PIECES))
@@ -206,7 +211,8 @@ def test_both_loops_agree_on_ten_answer_questions(prediction: str, k: int, other
     # The VQAv2 shape: ten answers, k of one kind; both oracles and both variants line up.
     answers = [prediction] * k + [other] * (10 - k)
     assert vqa_score(prediction, answers, "vqa2021") == pytest.approx(_official_2021(prediction, answers))
-    assert vqa_score(prediction, answers, "vqa-legacy") == pytest.approx(_official_legacy(prediction, answers))
+    legacy = vqa_score(prediction, answers, "vqa-legacy")
+    assert legacy == pytest.approx(_official_legacy(prediction, answers))
 
 
 def test_exact_match_and_choice_accuracy() -> None:
@@ -275,7 +281,8 @@ def test_accuracy_at_coverage_of_the_issue_does_not_depend_on_row_order() -> Non
     scores = [1.0, 1.0] + [0.0] * 6 + [1.0, 1.0, 1.0, 0.0] + [0.0] * 4
     coverages = (0.1, 0.5, 0.6, 0.75, 1.0)
     expected = [
-        (0.1, 0.25),  # 2 places, both in the 0.9 group whose mean is 2/8 (was 100%: the two right rows came first)
+        # 2 places, both in the 0.9 group whose mean is 2/8 (was 100%: the two right rows came first)
+        (0.1, 0.25),
         (0.5, 0.25),  # the whole 0.9 group
         (0.6, 3.5 / 10),  # 10 places: the 0.9 group (2) and half of the 0.6 group (2 x 3/4)
         (0.75, 5 / 12),  # both groups whole
@@ -285,7 +292,8 @@ def test_accuracy_at_coverage_of_the_issue_does_not_depend_on_row_order() -> Non
     assert curve == [(c, pytest.approx(a)) for c, a in expected]
     for seed in range(5):
         order = random.Random(seed).sample(range(16), 16)
-        permuted = accuracy_at_coverage([confidences[i] for i in order], [scores[i] for i in order], coverages)
+        permuted = accuracy_at_coverage([confidences[i] for i in order], [scores[i] for i in order],
+                                        coverages)
         assert permuted == curve  # exactly, not approximately
 
 
