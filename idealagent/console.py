@@ -224,6 +224,7 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
         for name, group in summary["by_type"].items():
             add(name, group)
     console.print(table)
+    console.print(run_identity(summary), style="dim", highlight=False, soft_wrap=True)
     console.print(_stats_table(summary["overall"]))
     # The warnings themselves were logged by read_results; this line just says they happened.
     notes = [f"{len(summary['files'])} file(s)", f"{summary['overall']['n']} samples"]
@@ -232,6 +233,18 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     if summary["duplicate_ids"]:
         notes.append(f"{summary['duplicate_ids']} repeated id(s) ignored")
     console.print(" · ".join(notes), style="dim", highlight=False)
+
+
+def run_identity(summary: dict[str, Any]) -> str:
+    """What the numbers are of, beyond the title: models, prompts, library version, VQA metric."""
+    models = summary.get("models") or {}
+    parts = [
+        "models " + (", ".join(f"{role} {name}" for role, name in sorted(models.items())) or "of the preset"),
+        f"prompts {summary.get('prompts_sha256') or '—'}",
+        f"idealagent {summary.get('idealagent_version') or '—'}",
+        f"VQA metric {summary.get('vqa_metric') or '—'}",
+    ]
+    return " · ".join(parts)
 
 
 def _stats_table(overall: dict[str, Any]) -> Table:

@@ -42,6 +42,10 @@ class Preset:
     # model names from the environment, so it has none of its own but takes both.)
     roles: tuple[str, ...] | None = None
     extra: str = "local"  # the pip extra that installs what ``build`` imports
+    # For a preset whose model names live elsewhere (the openai preset: the environment): given
+    # the user's overrides as keyword arguments, the names ``build`` will use. They are recorded
+    # in the agent's settings, so a results file's fingerprint tells the served models apart.
+    resolve_models: Callable[..., dict[str, str]] | None = None
 
     @property
     def model_roles(self) -> tuple[str, ...]:
@@ -96,6 +100,15 @@ def _build_openai(vlm: str | None = None, llm: str | None = None) -> dict[str, A
     from idealagent.llms.openai import build_openai_preset
 
     return build_openai_preset(**{k: v for k, v in {"vlm_model": vlm, "llm_model": llm}.items() if v})
+
+
+def _openai_models(vlm: str | None = None, llm: str | None = None) -> dict[str, str]:
+    """The served model names the openai preset's build will use: each override, else
+    IDEALAGENT_{VLM,LLM}_MODEL with the twin's fallback (as ``endpoint_from_env`` resolves them)."""
+    from idealagent.llms.openai import LLM_PREFIX, VLM_PREFIX, endpoint_from_env
+
+    return {"vlm": endpoint_from_env(VLM_PREFIX, model=vlm, max_tokens=32).model,
+            "llm": endpoint_from_env(LLM_PREFIX, model=llm).model}
 
 
 def _load_vlm(name: str) -> Any:
@@ -176,6 +189,7 @@ PRESETS: dict[str, Preset] = {
             settings={**GPU_SETTINGS, "batch_size": 64},
             roles=MODEL_ROLES,
             extra="openai",
+            resolve_models=_openai_models,
         ),
     ]
 }
@@ -195,7 +209,11 @@ def get_preset(name: str) -> Preset:
 
 
 def preset_models(name: str, vlm: str | None = None, llm: str | None = None) -> dict[str, str]:
-    """The preset's models after the user's overrides; an override it can't take is an InputError."""
+    """The preset's models after the user's overrides; an override it can't take is an InputError.
+
+    For the openai preset these are the served model names from the environment, so a missing
+    IDEALAGENT_* variable is an InputError here already.
+    """
     preset = get_preset(name)
     given = {role: value for role, value in {"vlm": vlm, "llm": llm}.items() if value}
     for role in given:
@@ -203,6 +221,8 @@ def preset_models(name: str, vlm: str | None = None, llm: str | None = None) -> 
             takes = (f"takes only --{' / --'.join(preset.model_roles)}" if preset.model_roles
                      else "takes no model overrides")
             raise InputError(f"the {name} preset has no {role} model to replace (it {takes})")
+    if preset.resolve_models is not None:
+        return preset.resolve_models(**given)
     return {**preset.models, **given}
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from idealagent.errors import InputError
 from idealagent.evaluation.metrics import (
+    DEFAULT_VQA_METRIC,
+    VQA_METRICS,
     accuracy_at_coverage,
     agent_stats,
     calibration_bins,
@@ -16,6 +21,7 @@ from idealagent.evaluation.metrics import (
     expected_calibration_error,
     is_fallback,
     normalize_answer,
+    process_digit_article,
     process_punctuation,
     score,
     vqa_score,
@@ -52,66 +58,161 @@ def test_normalize_answer_matches_the_official_rules(text: str, expected: str) -
 def test_dont_and_don_t_do_not_meet_as_in_the_official_evaluation() -> None:
     # A known quirk we keep for comparability: the two spellings normalise differently.
     assert normalize_answer("dont") != normalize_answer("don't")
-    assert vqa_score("dont", ["don't"] * 9 + ["no"]) == 0.0
-    assert vqa_score("don't", ["don't"] * 9 + ["no"]) == 1.0
+    for variant in VQA_METRICS:
+        assert vqa_score("dont", ["don't"] * 9 + ["no"], variant) == 0.0
+        assert vqa_score("don't", ["don't"] * 9 + ["no"], variant) == 1.0
 
 
+@pytest.mark.parametrize("variant", list(VQA_METRICS))
 @pytest.mark.parametrize(
     ("matches", "expected"),
     [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)],
 )
-def test_vqa_score_averages_the_ten_leave_one_out_subsets(matches: int, expected: float) -> None:
+def test_vqa_score_averages_the_ten_leave_one_out_subsets(
+    matches: int, expected: float, variant: str
+) -> None:
     # 2 matches: 8 subsets keep both (2/3), 2 subsets keep one (1/3): (8*2/3 + 2*1/3)/10 = 0.6.
     answers = ["yes"] * matches + ["no"] * (10 - matches)
-    assert vqa_score("yes", answers) == pytest.approx(expected)
+    assert vqa_score("yes", answers, variant) == pytest.approx(expected)
 
 
-def test_vqa_score_normalises_the_prediction() -> None:
-    assert vqa_score("Two.", ["2"] * 10) == 1.0
-    assert vqa_score("the dog", ["dog"] * 10) == 1.0
-    assert vqa_score("1,000", ["1000"] * 10) == 1.0
-    assert vqa_score(" Yes\n", ["yes"] * 10) == 1.0
+def test_the_default_is_the_official_2021_processing() -> None:
+    assert DEFAULT_VQA_METRIC == "vqa2021"
+    assert vqa_score("Yes", ["yes"] * 10) == vqa_score("Yes", ["yes"] * 10, "vqa2021")
+    assert score("vqa", "none", None, ["none"] * 4, None) == 1.0  # the default reaches score() too
 
 
-def test_vqa_score_processes_human_answers_only_when_they_differ() -> None:
-    # Differing answers get processPunctuation: "yes." -> "yes", 3 matches.
-    assert vqa_score("yes", ["yes."] * 3 + ["no"] * 7) == pytest.approx(0.9)
-    # Identical answers are compared raw (the official files are pre-normalised).
-    assert vqa_score("yes", ["yes."] * 10) == 0.0
-    # Human answers never get the number/article step: "two" stays "two" while the prediction is "2".
-    assert vqa_score("two", ["two"] * 3 + ["dog"] * 7) == 0.0
+@pytest.mark.parametrize(
+    ("prediction", "answers", "official", "legacy"),
+    [
+        # The issue's examples: differing answers are normalised on both sides since 2021 ...
+        ("Yes", ["Yes", "Yes"] + ["no"] * 8, 0.6, 0.0),
+        # ... and identical ones on neither (the legacy code turned the prediction into "0").
+        ("none", ["none"] * 4, 1.0, 0.0),
+        # Identical answers leave the prediction raw: case, articles and number words all count.
+        ("Yes", ["yes"] * 10, 0.0, 1.0),
+        ("Two.", ["2"] * 10, 0.0, 1.0),
+        ("the dog", ["dog"] * 10, 0.0, 1.0),
+        ("1,000", ["1000"] * 10, 0.0, 1.0),
+        (" yes\n", ["yes"] * 10, 1.0, 1.0),  # whitespace is trimmed in both
+        (" Yes\n", ["yes"] * 10, 0.0, 1.0),
+        # Differing answers get number words and articles only since 2021.
+        ("two", ["two"] * 3 + ["dog"] * 7, 0.9, 0.0),
+        ("2", ["two"] * 3 + ["dog"] * 7, 0.9, 0.0),
+        ("the dog", ["a dog"] * 3 + ["cat"] * 7, 0.9, 0.0),
+        # Punctuation on differing answers is removed in both.
+        ("yes", ["yes."] * 3 + ["no"] * 7, 0.9, 0.9),
+        # Identical answers are compared unprocessed in both (the official files are pre-normalised).
+        ("yes", ["yes."] * 10, 0.0, 0.0),
+        # The 2021 code trims the human answers before comparing them; the legacy code did not.
+        ("yes", [" yes"] * 10, 1.0, 0.0),
+        ("yes", ["yes", "yes\t"] + ["no"] * 8, 0.6, 0.3),
+    ],
+)
+def test_vqa_score_variants_by_hand(
+    prediction: str, answers: list[str], official: float, legacy: float
+) -> None:
+    assert vqa_score(prediction, answers, "vqa2021") == pytest.approx(official)
+    assert vqa_score(prediction, answers, "vqa-legacy") == pytest.approx(legacy)
+    assert score("vqa", prediction, None, answers, None, vqa_metric="vqa-legacy") == pytest.approx(legacy)
 
 
 def test_vqa_score_with_fewer_answers() -> None:
-    # Leave-one-out over what there is: 3 identical answers leave 2 matches in every subset.
-    assert vqa_score("cat", ["cat"] * 3) == pytest.approx(2 / 3)
-    # One answer: nothing to leave out, so it is a normalised exact match.
-    assert vqa_score("the cat", ["cat"]) == 1.0
-    assert vqa_score("dog", ["cat"]) == 0.0
-    with pytest.raises(InputError, match="no human answers"):
-        vqa_score("cat", [])
+    for variant in VQA_METRICS:
+        # Leave-one-out over what there is: 3 identical answers leave 2 matches in every subset.
+        assert vqa_score("cat", ["cat"] * 3, variant) == pytest.approx(2 / 3)
+        # One answer: nothing to leave out, so it is a normalised exact match.
+        assert vqa_score("the cat", ["cat"], variant) == 1.0
+        assert vqa_score("dog", ["cat"], variant) == 0.0
+        with pytest.raises(InputError, match="no human answers"):
+            vqa_score("cat", [], variant)
+    with pytest.raises(InputError, match="unknown VQA metric 'lmms'.*vqa2021, vqa-legacy"):
+        vqa_score("cat", ["cat", "dog"], "lmms")
 
 
-def _official_vqa(prediction: str, answers: list[str]) -> float:
-    """The official loop's structure (answer records left out one by one), as an oracle."""
-    records = [{"answer_id": i, "answer": a} for i, a in enumerate(answers)]
-    if len(set(answers)) > 1:
-        for record in records:
-            record["answer"] = process_punctuation(record["answer"])
-    predicted = normalize_answer(prediction)
-    accs = []
-    for left_out in records:
-        others = [r for r in records if r != left_out]
-        accs.append(min(1, len([r for r in others if r["answer"] == predicted]) / 3))
-    return sum(accs) / len(accs)
+# -- the official loops, transcribed line by line as oracles ----------------------------------
+# Each answer is a record with a unique answer_id, as in the annotation files, so that the
+# official ``item != gtAnsDatum`` leaves exactly one record out. processPunctuation and
+# processDigitArticle are ours (checked against the official rules above).
 
 
-@given(
-    st.sampled_from(["yes", "no", "2", "two", "the dog", "dog.", "red/white"]),
-    st.lists(st.sampled_from(["yes", "no", "2", "two", "dog", "dog.", "red white"]), min_size=2, max_size=10),
-)
-def test_vqa_score_agrees_with_the_official_loop(prediction: str, answers: list[str]) -> None:
-    assert vqa_score(prediction, answers) == pytest.approx(_official_vqa(prediction, answers))
+def _official_2021(prediction: str, answers: list[str]) -> float:
+    """vqaEval.py's evaluate() since commit a013f00 (March 2021), for one question."""
+    gts = {"answers": [{"answer_id": i, "answer": a} for i, a in enumerate(answers)]}
+    res = {"answer": prediction}
+    for ansDic in gts["answers"]:
+        ansDic["answer"] = ansDic["answer"].replace("\n", " ")
+        ansDic["answer"] = ansDic["answer"].replace("\t", " ")
+        ansDic["answer"] = ansDic["answer"].strip()
+    resAns = res["answer"]
+    resAns = resAns.replace("\n", " ")
+    resAns = resAns.replace("\t", " ")
+    resAns = resAns.strip()
+    gtAcc = []
+    gtAnswers = [ans["answer"] for ans in gts["answers"]]
+    if len(set(gtAnswers)) > 1:
+        for ansDic in gts["answers"]:
+            ansDic["answer"] = process_punctuation(ansDic["answer"])
+            ansDic["answer"] = process_digit_article(ansDic["answer"])
+        resAns = process_punctuation(resAns)
+        resAns = process_digit_article(resAns)
+    for gtAnsDatum in gts["answers"]:
+        otherGTAns = [item for item in gts["answers"] if item != gtAnsDatum]
+        matchingAns = [item for item in otherGTAns if item["answer"] == resAns]
+        acc = min(1, float(len(matchingAns)) / 3)
+        gtAcc.append(acc)
+    return float(sum(gtAcc)) / len(gtAcc)
+
+
+def _official_legacy(prediction: str, answers: list[str]) -> float:
+    """vqaEval.py's evaluate() before March 2021 (as LAVIS and lmms-eval copy it), for one question."""
+    gts = {"answers": [{"answer_id": i, "answer": a} for i, a in enumerate(answers)]}
+    res = {"answer": prediction}
+    resAns = res["answer"]
+    resAns = resAns.replace("\n", " ")
+    resAns = resAns.replace("\t", " ")
+    resAns = resAns.strip()
+    resAns = process_punctuation(resAns)
+    resAns = process_digit_article(resAns)
+    gtAcc = []
+    gtAnswers = [ans["answer"] for ans in gts["answers"]]
+    if len(set(gtAnswers)) > 1:
+        for ansDic in gts["answers"]:
+            ansDic["answer"] = process_punctuation(ansDic["answer"])
+    for gtAnsDatum in gts["answers"]:
+        otherGTAns = [item for item in gts["answers"] if item != gtAnsDatum]
+        matchingAns = [item for item in otherGTAns if item["answer"] == resAns]
+        acc = min(1, float(len(matchingAns)) / 3)
+        gtAcc.append(acc)
+    return float(sum(gtAcc)) / len(gtAcc)
+
+
+# Answers that the processing steps treat differently: case, punctuation, number words,
+# articles, contractions, whitespace, digit commas.
+PIECES = ["yes", "Yes", "YES.", "no", "2", "two", "Two", "none", "0", "the dog", "a Dog", "dog", "dog.",
+          "red/white", "red / white", "red white", "dont", "don't", "1,000", "1000", " yes", "yes\t", "no\n"]
+FREE_TEXT = st.text(alphabet=st.sampled_from("aAyes 2,./'\n\t"), max_size=8)
+ANSWER = st.one_of(st.sampled_from(PIECES), FREE_TEXT)
+
+
+@given(ANSWER, st.lists(ANSWER, min_size=2, max_size=10))
+def test_the_default_agrees_with_the_official_2021_loop(prediction: str, answers: list[str]) -> None:
+    assert vqa_score(prediction, answers) == pytest.approx(_official_2021(prediction, answers))
+
+
+@given(ANSWER, st.lists(ANSWER, min_size=2, max_size=10))
+def test_vqa_legacy_agrees_with_the_official_pre_2021_loop(prediction: str, answers: list[str]) -> None:
+    legacy = vqa_score(prediction, answers, "vqa-legacy")
+    assert legacy == pytest.approx(_official_legacy(prediction, answers))
+
+
+@given(st.sampled_from(PIECES), st.integers(1, 9), st.sampled_from(PIECES))
+def test_both_loops_agree_on_ten_answer_questions(prediction: str, k: int, other: str) -> None:
+    # The VQAv2 shape: ten answers, k of one kind; both oracles and both variants line up.
+    answers = [prediction] * k + [other] * (10 - k)
+    assert vqa_score(prediction, answers, "vqa2021") == pytest.approx(_official_2021(prediction, answers))
+    legacy = vqa_score(prediction, answers, "vqa-legacy")
+    assert legacy == pytest.approx(_official_legacy(prediction, answers))
 
 
 def test_exact_match_and_choice_accuracy() -> None:
@@ -162,15 +263,57 @@ def test_calibration_bins_report_counts_and_means() -> None:
     assert table[1]["accuracy"] is None
 
 
-def test_accuracy_at_coverage_ranks_by_confidence_and_keeps_input_order_on_ties() -> None:
-    # Ranked: #1 (0.9, right), #0 (0.5, wrong), #2 (0.5, right), #3 (0.1, wrong).
+def test_accuracy_at_coverage_ranks_by_confidence_and_splits_ties_by_their_mean() -> None:
+    # Ranked: #1 (0.9, right), then the tie #0/#2 at 0.5 (one right: mean 0.5), #3 (0.1, wrong).
     curve = accuracy_at_coverage([0.5, 0.9, 0.5, 0.1], [0, 1, 1, 0], coverages=(0.25, 0.5, 0.75, 1.0))
-    assert curve == [(0.25, 1.0), (0.5, 0.5), (0.75, pytest.approx(2 / 3)), (1.0, 0.5)]
+    # 50%: #1 and one place of the tie, worth its mean 0.5: (1 + 0.5) / 2, in any row order.
+    assert curve == [(0.25, 1.0), (0.5, 0.75), (0.75, pytest.approx(2 / 3)), (1.0, 0.5)]
     # 30% of 10 is 3 samples, not 4 (floating point), and a tiny coverage still keeps one.
     ten = accuracy_at_coverage([i / 10 for i in range(10)], [1.0] * 3 + [0.0] * 7, coverages=(0.3, 0.01))
     assert ten == [(0.3, 0.0), (0.01, 0.0)]
     with pytest.raises(InputError, match="coverage"):
         accuracy_at_coverage([0.5], [1.0], coverages=(0.0,))
+
+
+def test_accuracy_at_coverage_of_the_issue_does_not_depend_on_row_order() -> None:
+    # 16 samples: 8 at 0.9 of which 2 right (listed first), 4 at 0.6 of which 3 right, 4 at 0.2 wrong.
+    confidences = [0.9] * 8 + [0.6] * 4 + [0.2] * 4
+    scores = [1.0, 1.0] + [0.0] * 6 + [1.0, 1.0, 1.0, 0.0] + [0.0] * 4
+    coverages = (0.1, 0.5, 0.6, 0.75, 1.0)
+    expected = [
+        # 2 places, both in the 0.9 group whose mean is 2/8 (was 100%: the two right rows came first)
+        (0.1, 0.25),
+        (0.5, 0.25),  # the whole 0.9 group
+        (0.6, 3.5 / 10),  # 10 places: the 0.9 group (2) and half of the 0.6 group (2 x 3/4)
+        (0.75, 5 / 12),  # both groups whole
+        (1.0, 5 / 16),
+    ]
+    curve = accuracy_at_coverage(confidences, scores, coverages)
+    assert curve == [(c, pytest.approx(a)) for c, a in expected]
+    for seed in range(5):
+        order = random.Random(seed).sample(range(16), 16)
+        permuted = accuracy_at_coverage([confidences[i] for i in order], [scores[i] for i in order],
+                                        coverages)
+        assert permuted == curve  # exactly, not approximately
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.3, 0.5, 0.9, 1.0]), st.sampled_from([0.0, 0.3, 0.6, 1.0])),
+                min_size=1, max_size=30), st.randoms(use_true_random=False))
+def test_accuracy_at_coverage_is_the_same_for_any_row_order(rows: list[tuple[float, float]], rng) -> None:
+    shuffled = rng.sample(rows, len(rows))
+    curve = accuracy_at_coverage([c for c, _ in rows], [a for _, a in rows])
+    assert accuracy_at_coverage([c for c, _ in shuffled], [a for _, a in shuffled]) == curve
+    assert curve[-1][1] == pytest.approx(sum(a for _, a in rows) / len(rows))  # full coverage: the mean
+
+
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=20, unique=True), st.data())
+def test_without_ties_accuracy_at_coverage_is_the_top_k_mean(confidences: list[float], data) -> None:
+    scores = data.draw(st.lists(st.sampled_from([0.0, 0.6, 1.0]), min_size=len(confidences),
+                                max_size=len(confidences)))
+    ranked = [a for _, a in sorted(zip(confidences, scores), key=lambda pair: -pair[0])]
+    for coverage, accuracy in accuracy_at_coverage(confidences, scores):
+        k = max(1, math.ceil(round(coverage * len(ranked), 9)))
+        assert accuracy == pytest.approx(sum(ranked[:k]) / k)
 
 
 def _trace(

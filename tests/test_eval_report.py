@@ -30,10 +30,11 @@ from idealagent.evaluation.report import read_results, summarize, write_plots
 from idealagent.trace import Round, Sample, SubQA, Trace, Usage, Verdict
 
 HEADER = {
-    "format": 1, "benchmark": "vqav2", "split": "val", "preset": "tiny",
-    "settings": {"max_rounds": 3, "confidence_threshold": 0.7, "max_sub_questions": 2}, "seed": 0,
-    "limit": 6, "shard": [0, 2], "baseline": True, "idealagent_version": "0.1.0",
-    "started": "2025-01-01T00:00:00",
+    "format": 1, "benchmark": "vqav2", "split": "val", "preset": "openai",
+    "settings": {"max_rounds": 3, "confidence_threshold": 0.7, "max_sub_questions": 2,
+                 "models": {"llm": "served-llm", "vlm": "served-vlm"}}, "seed": 0,
+    "limit": 6, "shard": [0, 2], "baseline": True, "vqa_metric": "vqa2021",
+    "prompts_sha256": "0123456789abcdef", "idealagent_version": "0.1.0", "started": "2025-01-01T00:00:00",
 }  # fmt: skip
 
 
@@ -89,7 +90,8 @@ def _rows() -> dict[str, dict]:
         "2": _row("2", "yes/no", ["no"] * 7 + ["yes"] * 3,
                   rounds=[_round(1, 2, "no", 0.4), _round(2, 1, "yes", 0.8)],
                   answer="yes", stop="confident", latency=2.0, calls=4, baseline=("no", None)),
-        "3": _row("3", "number", two, rounds=[_round(1, 1, "3", 0.3), _round(2, 1, "2", 0.5),
+        # One annotator wrote "two": the answers differ, so both metric variants normalise "two" to "2".
+        "3": _row("3", "number", ["2"] * 9 + ["two"], rounds=[_round(1, 1, "3", 0.3), _round(2, 1, "2", 0.5),
                                               _round(3, 1, "two", 0.6, forced=True)],
                   answer="two", stop="max_rounds", latency=3.0, calls=6, baseline=("3", None)),
         "4": _row("4", "number", ["3"] * 2 + ["4"] * 8,
@@ -122,7 +124,7 @@ def test_read_results_merges_shards_skips_a_truncated_line_and_dedupes(shards: l
     header, rows = read_results(shards)
     assert [row["id"] for row in rows] == ["1", "2", "3", "4", "5", "6"]
     assert rows[1]["prediction"] == "yes"  # the first copy of id 2 wins
-    assert header["preset"] == "tiny"
+    assert header["preset"] == "openai"
     read = header["read"]
     assert read["shards"] == [[0, 2], [1, 2]]
     assert read["skipped_lines"] == 1 and read["duplicate_ids"] == 1
@@ -172,6 +174,20 @@ def test_summary_numbers_by_hand(shards: list[Path]) -> None:
     assert summary["duplicate_ids"] == 1 and summary["skipped_lines"] == 1
 
 
+def test_summary_does_not_depend_on_row_order(shards: list[Path]) -> None:
+    header, rows = read_results(shards)
+    tied = [dict(row, confidence=0.5) if row["id"] in ("1", "2", "4") else row for row in rows]
+    forward, backward = summarize(header, tied), summarize(header, tied[::-1])
+    for key in ("accuracy", "ece", "accuracy_at_coverage", "accuracy_by_rounds"):
+        assert forward["overall"][key] == backward["overall"][key]
+    # Id 3 (0.6, score 1) ranks first, then three tied at 0.5 (scores 1, 0.9, 0.6, mean 2.5/3):
+    # 20% of 6 keeps 2 places, 50% keeps 3; each place in the tie is worth the tie's mean.
+    coverage = {round(c, 2): a for c, a in forward["overall"]["accuracy_at_coverage"]}
+    assert coverage[0.2] == pytest.approx((1 + 2.5 / 3) / 2)
+    assert coverage[0.5] == pytest.approx((1 + 2 * 2.5 / 3) / 3)
+    assert coverage[0.7] == pytest.approx(3.5 / 5)  # 5 places: id 3 and the whole tie
+
+
 def test_render_report_shows_agent_and_baseline_side_by_side(shards: list[Path]) -> None:
     console = Console(record=True, width=160, color_system=None)
     render_report(summarize(*read_results(shards)), console)
@@ -184,6 +200,19 @@ def test_render_report_shows_agent_and_baseline_side_by_side(shards: list[Path])
     assert "1.50 / 2.00" in text  # rounds / sub-questions
     assert "confident 2" in text and "fallback rate" in text
     assert "2 file(s) · 6 samples · 1 unreadable line(s) skipped · 1 repeated id(s) ignored" in text
+    assert ("models llm served-llm, vlm served-vlm · prompts 0123456789abcdef · idealagent 0.1.0 · "
+            "VQA metric vqa2021") in text
+
+
+def test_the_summary_names_what_the_numbers_are_of(shards: list[Path], tmp_path: Path) -> None:
+    summary = summarize(*read_results(shards))
+    assert summary["models"] == {"llm": "served-llm", "vlm": "served-vlm"}
+    assert summary["vqa_metric"] == "vqa2021" and summary["prompts_sha256"] == "0123456789abcdef"
+    assert summary["idealagent_version"] == "0.1.0"
+    # A file from before the metric choice was scored with the old processing, and says so.
+    old = {k: v for k, v in HEADER.items() if k not in ("vqa_metric", "prompts_sha256")}
+    old_summary = summarize(*read_results([_write(tmp_path / "old.jsonl", old, [_rows()["1"]])]))
+    assert old_summary["vqa_metric"] == "vqa-legacy" and old_summary["prompts_sha256"] is None
 
 
 def test_without_a_baseline_the_table_has_no_baseline_column(tmp_path: Path) -> None:
@@ -215,8 +244,33 @@ def test_headers_from_different_runs_are_refused(shards: list[Path], tmp_path: P
     with pytest.raises(InputError, match="preset"):
         read_results([shards[0], other])
     changed = dict(HEADER, settings=dict(HEADER["settings"], max_rounds=4))
-    with pytest.raises(InputError, match="settings"):
+    with pytest.raises(InputError, match="settings.max_rounds: 3 in a.jsonl, 4 in d.jsonl"):
         read_results([shards[0], _write(tmp_path / "d.jsonl", changed, [])])
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"settings": dict(HEADER["settings"], models={"llm": "other-llm", "vlm": "served-vlm"})},
+         ['settings.models.llm: "served-llm" in a.jsonl, "other-llm" in e.jsonl']),
+        ({"prompts_sha256": "fedcba9876543210"}, ["prompts_sha256"]),
+        ({"idealagent_version": "0.2.0"}, ['idealagent_version: "0.1.0" in a.jsonl, "0.2.0" in e.jsonl']),
+        ({"vqa_metric": "vqa-legacy"}, ["vqa_metric"]),
+        ({"vqa_metric": "vqa-legacy", "idealagent_version": "0.2.0"}, ["vqa_metric", "idealagent_version"]),
+    ],
+)
+def test_a_merge_of_different_fingerprints_names_every_difference_unless_forced(
+    shards: list[Path], tmp_path: Path, change: dict, named: list[str]
+) -> None:
+    other = _write(tmp_path / "e.jsonl", dict(HEADER, shard=[1, 2], **change), [_rows()["4"]])
+    with pytest.raises(InputError) as refused:
+        read_results([shards[0], other])
+    message = str(refused.value)
+    assert "\n" not in message and "--force" in message and all(part in message for part in named)
+    header, rows = read_results([shards[0], other], force=True)
+    assert [row["id"] for row in rows] == ["1", "2", "3", "4"]
+    assert header["vqa_metric"] == HEADER["vqa_metric"]  # the first file's header describes the merge
+    assert any("merged anyway (--force)" in w and named[0] in w for w in header["read"]["warnings"])
 
 
 def test_unusable_inputs_give_one_line_errors(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from idealagent.answerers import answer_each, tokens_of
 from idealagent.errors import IdealAgentError, failure_kind, one_line
+from idealagent.evaluation.metrics import DEFAULT_VQA_METRIC
 from idealagent.images import load_image
 from idealagent.parsing import choice_letter, match_choice, short_answer
 
@@ -42,7 +43,7 @@ class BaselineResult:
     input_tokens: int = 0  # the answerer model's, where the backend reports them
     output_tokens: int = 0
 
-    def to_json(self, item: EvalItem) -> dict[str, Any]:
+    def to_json(self, item: EvalItem, *, vqa_metric: str = DEFAULT_VQA_METRIC) -> dict[str, Any]:
         """The ``baseline`` field of a results line, scored like the agent's answer."""
         from idealagent.evaluation.metrics import score
 
@@ -50,7 +51,7 @@ class BaselineResult:
         return {
             "prediction": self.prediction, "choice_index": self.choice_index,
             "score": None if failed else score(item.metric, self.prediction, self.choice_index, item.answers,
-                                               item.gold_index),
+                                               item.gold_index, vqa_metric=vqa_metric),
             "error": self.error, "latency_s": round(self.latency_s, 4),
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
         }

@@ -28,6 +28,7 @@ from idealagent.cli_options import (
 )
 from idealagent.errors import InfrastructureError, InputError, ModelLoadError
 from idealagent.evaluation import runner
+from idealagent.evaluation.metrics import DEFAULT_VQA_METRIC
 from idealagent.evaluation.runner import (
     EvalResult,
     expected_settings,
@@ -59,6 +60,9 @@ def eval_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Samples the agent runs together.")]
     = None,
     no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the answerer-only baseline.")] = False,
+    vqa_metric: Annotated[str, typer.Option(
+        "--vqa-metric", help="VQA accuracy: vqa2021 (the official vqaEval.py since 2021) or vqa-legacy (its "
+        "older answer processing, as LAVIS and lmms-eval report).")] = DEFAULT_VQA_METRIC,
     max_rounds: MaxRounds = None,
     threshold: Threshold = None,
     max_sub_questions: MaxSubQuestions = None,
@@ -79,7 +83,7 @@ def eval_command(
                                 structured=structured)
         plan = prepare_eval(benchmark, data, split, out=out, preset=preset,
                             settings=expected_settings(preset, overrides), limit=limit, seed=seed,
-                            shard=shard_pair, force=force, baseline=not no_baseline)
+                            shard=shard_pair, force=force, baseline=not no_baseline, vqa_metric=vqa_metric)
         console = Console(stderr=True)  # the loader has already warned about malformed records
         done = len(plan.items) - len(plan.pending)
         if done:
@@ -115,6 +119,10 @@ def report_command(
     out_dir: Annotated[Path | None, typer.Option(
         "--out-dir", help="Where summary.json and the plots go (default: RESULTS.report/ beside the first file).")]
     = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Merge files even if their runs differ (models, settings, prompts, version, metric).",
+    )]
+    = False,
     verbose: Verbose = False,
     debug: Debug = False,
 ) -> None:
@@ -124,7 +132,7 @@ def report_command(
     from idealagent.evaluation.report import read_results, summarize, write_plots
 
     with _cli_logging(verbose, debug), _exit_on_error(debug):
-        header, rows = read_results(results)
+        header, rows = read_results(results, force=force)
         summary = summarize(header, rows)
         folder = out_dir or results[0].with_suffix(".report")
         folder.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,16 @@
 The VQA accuracy follows the official evaluation (``vqaEval.py`` of the GT-Vision-Lab VQA API)
 line by line, quirks included, so that numbers are comparable with published ones: the same
 contraction map, number words, articles, punctuation list and regular expressions, re-written
-here in our own code. The places where we depart from it (fewer than two human answers) are
-documented on ``vqa_score``.
+here in our own code. Two versions of its answer processing are in use (``VQA_METRICS``):
+
+- ``vqa2021``, the default: the official code since March 2021 (commit a013f00, "Fixed
+  processing answers bug"). Only when the human answers are not all identical do both they and
+  the prediction get ``processPunctuation`` and ``processDigitArticle``; else neither does.
+- ``vqa-legacy``: the code before it, which LAVIS and lmms-eval still copy. The prediction is
+  always fully normalised; the human answers get ``processPunctuation`` only, and only when
+  they are not all identical. Choose it to compare with numbers those toolkits report.
+
+The one place where we depart from both (a single human answer) is documented on ``vqa_score``.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from idealagent.errors import InputError
 from idealagent.evaluation.items import METRICS, Metric
@@ -22,6 +30,13 @@ from idealagent.parsing import is_undecided
 if TYPE_CHECKING:
     from idealagent.trace import Trace
 
+VqaMetric = Literal["vqa2021", "vqa-legacy"]
+# Name → what it is, for help texts and reports; the first is the default.
+VQA_METRICS: dict[str, str] = {
+    "vqa2021": "the official vqaEval.py since March 2021",
+    "vqa-legacy": "the official vqaEval.py before March 2021, as in LAVIS and lmms-eval",
+}
+DEFAULT_VQA_METRIC: VqaMetric = "vqa2021"
 DEFAULT_COVERAGES: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 # A finished sample whose answer came from one of these did not end on a confident verdict.
 FALLBACK_STOP_REASONS = frozenset({"questioner_failed", "reasoner_failed", "error"})
@@ -99,30 +114,52 @@ def process_digit_article(text: str) -> str:
     return " ".join(CONTRACTIONS.get(word, word) for word in words)
 
 
+def strip_whitespace(text: str) -> str:
+    """The official first step on every answer: newlines and tabs become spaces, ends trimmed."""
+    return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_answer(text: str) -> str:
-    """An answer as the official VQA evaluation compares it (applied to every prediction)."""
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(text))
+    """An answer fully processed as the official VQA evaluation does it (whitespace, punctuation,
+    then digits and articles)."""
+    return process_digit_article(process_punctuation(strip_whitespace(text)))
 
 
-def vqa_score(prediction: str, human_answers: Sequence[str]) -> float:
+def check_vqa_metric(name: str) -> VqaMetric:
+    """``name`` if it is a known VQA metric variant, else an InputError listing them."""
+    if name not in VQA_METRICS:
+        raise InputError(f"unknown VQA metric {name!r}; choose one of: {', '.join(VQA_METRICS)}")
+    return name  # type: ignore[return-value]
+
+
+def vqa_score(prediction: str, human_answers: Sequence[str], variant: str = DEFAULT_VQA_METRIC) -> float:
     """The VQA accuracy: min(#humans who gave the answer / 3, 1), averaged over the leave-one-out
     subsets of the human answers (10 for VQAv2, OK-VQA and A-OKVQA).
 
-    As in the official code the prediction is fully normalised, but the human answers only get
-    ``process_punctuation``, and only when they are not all identical: the official annotation
-    files already hold normalised answers. Departures: with fewer than 10 answers the leave-one-out
-    runs over those there are; with a single answer there is nothing to leave out (the official
-    loop would always score 0), so the score is ``exact_match`` with both sides normalised.
+    ``variant`` picks the official code's answer processing (see the module docstring):
+    ``vqa2021`` (default) normalises both sides, and only when the human answers differ, so
+    "Yes" against ten identical "yes" scores 0 there, as officially; ``vqa-legacy`` always
+    normalises the prediction and gives differing human answers ``process_punctuation`` only.
+    Departures from both: with fewer than 10 answers the leave-one-out runs over those there
+    are; with a single answer there is nothing to leave out (the official loop would always
+    score 0), so the score is ``exact_match`` with both sides normalised.
     """
+    check_vqa_metric(variant)
     answers = [str(a) for a in human_answers]
     if not answers:
         raise InputError("a VQA-scored item has no human answers; fix or drop it in the data file")
     if len(answers) == 1:
         return exact_match(prediction, answers)
-    predicted = normalize_answer(prediction)
-    if len(set(answers)) > 1:
-        answers = [process_punctuation(a) for a in answers]
+    if variant == "vqa2021":
+        answers = [strip_whitespace(a) for a in answers]
+        predicted = strip_whitespace(prediction)
+        if len(set(answers)) > 1:
+            answers = [process_digit_article(process_punctuation(a)) for a in answers]
+            predicted = process_digit_article(process_punctuation(predicted))
+    else:
+        predicted = normalize_answer(prediction)
+        if len(set(answers)) > 1:
+            answers = [process_punctuation(a) for a in answers]
     matches = [a == predicted for a in answers]
     total = sum(matches)
     # Leaving answer i out removes its match (if it was one) from the count.
@@ -152,18 +189,21 @@ def score(
     choice_index: int | None,
     answers: Sequence[str],
     gold_index: int | None,
+    *,
+    vqa_metric: str = DEFAULT_VQA_METRIC,
 ) -> float:
     """Score one prediction with the item's metric; no prediction (undecided, failed) scores 0.
 
     Choice items are scored by ``choice_index`` alone: mapping answer text to an option is the
-    agent's job (``parsing.match_choice``), not the scorer's.
+    agent's job (``parsing.match_choice``), not the scorer's. ``vqa_metric`` is the variant of
+    the VQA accuracy (``VQA_METRICS``) used for ``metric == "vqa"``.
     """
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
     if prediction is None:
         return 0.0
     if metric == "vqa":
-        return vqa_score(prediction, answers)
+        return vqa_score(prediction, answers, vqa_metric)
     if metric == "exact":
         return exact_match(prediction, answers)
     return choice_accuracy(choice_index, gold_index)
@@ -203,8 +243,8 @@ def calibration_bins(
     for b, idx in enumerate(members):
         table.append({
             "low": b / bins, "high": (b + 1) / bins, "n": len(idx),
-            "confidence": sum(conf[i] for i in idx) / len(idx) if idx else None,
-            "accuracy": sum(acc[i] for i in idx) / len(idx) if idx else None,
+            "confidence": math.fsum(conf[i] for i in idx) / len(idx) if idx else None,
+            "accuracy": math.fsum(acc[i] for i in idx) / len(idx) if idx else None,
         })  # fmt: skip
     return table
 
@@ -227,18 +267,33 @@ def accuracy_at_coverage(
 ) -> list[tuple[float, float]]:
     """Selective accuracy: answer only the most confident fraction ``c`` of the samples.
 
-    Samples are ranked by confidence, highest first, ties in input order; the top ceil(c * n)
-    (at least one) are kept and their mean score is the accuracy at coverage ``c``.
+    Samples are ranked by confidence, highest first, and the top k = ceil(c * n) (at least one)
+    are kept; the accuracy at coverage ``c`` is their mean score. Samples of equal confidence
+    form one group that no ranking can order, so when the k-th place falls inside a group, each
+    of its kept places counts the group's mean score: the expected accuracy had the tie been
+    broken at random. The coverage reported is thus always the requested k / n, and the numbers
+    never depend on the order of the rows.
     """
     conf, acc = _paired(confidences, scores)
-    order = sorted(range(len(conf)), key=lambda i: -conf[i])  # sorted() is stable: ties keep input order
+    members: dict[float, list[float]] = {}
+    for c, a in zip(conf, acc):
+        members.setdefault(c, []).append(a)
+    # (size, total score) per confidence, highest first; fsum is exact, so row order can't leak in.
+    groups = [(len(members[c]), math.fsum(members[c])) for c in sorted(members, reverse=True)]
     curve = []
     for coverage in coverages:
         if not 0.0 < coverage <= 1.0:
             raise InputError(f"coverage {coverage} is outside (0, 1]")
         # round() first so 0.3 * 10 = 3.0000000000000004 keeps 3 samples, not 4.
-        kept = order[: max(1, math.ceil(round(coverage * len(conf), 9)))]
-        curve.append((float(coverage), sum(acc[i] for i in kept) / len(kept)))
+        wanted = max(1, math.ceil(round(coverage * len(conf), 9)))
+        kept, total = 0, 0.0
+        for size, group_total in groups:
+            take = min(size, wanted - kept)
+            total += group_total if take == size else group_total * take / size
+            kept += take
+            if kept == wanted:
+                break
+        curve.append((float(coverage), total / wanted))
     return curve
 
 

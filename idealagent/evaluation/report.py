@@ -22,7 +22,7 @@ from idealagent.evaluation.metrics import (
     agent_stats,
     expected_calibration_error,
 )
-from idealagent.evaluation.results import FINGERPRINT_KEYS
+from idealagent.evaluation.results import fingerprint_difference, header_field
 from idealagent.parsing import is_undecided
 from idealagent.trace import Trace
 
@@ -31,11 +31,15 @@ log = logging.getLogger(__name__)
 NO_TYPE = "(no type)"  # the per-type key of rows without a question_type
 
 
-def read_results(paths: Sequence[Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def read_results(
+    paths: Sequence[Path], *, force: bool = False
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The merged header and rows of one or more results files.
 
     An unparseable line is skipped with a warning (a killed run leaves a truncated last line);
-    headers must share the fingerprint, else InputError; an id seen twice keeps its first row.
+    headers must share the fingerprint (``results.FINGERPRINT_KEYS``), else InputError naming
+    every differing field, unless ``force`` (then each difference is a warning and the first
+    file's header describes the merge); an id seen twice keeps its first row.
     Rows come back in the order of the seeded selection (their ``index``).
     The header returned is the first file's, plus ``read``: the files, their shards, and the
     counts of skipped lines and duplicate ids with the warnings issued.
@@ -55,7 +59,11 @@ def read_results(paths: Sequence[Path]) -> tuple[dict[str, Any], list[dict[str, 
         if header is None:
             header = file_header
         else:
-            _check_same_config(header, file_header, path, Path(paths[0]))
+            problem = _different_run(header, file_header, path, Path(paths[0]))
+            if problem and not force:
+                raise InputError(f"{problem}; report them separately, or pass --force to merge them anyway")
+            if problem:
+                warnings.append(f"{problem}; merged anyway (--force)")
         shards.append(file_header.get("shard"))
         for row in file_rows:
             if row["id"] in seen:
@@ -63,8 +71,8 @@ def read_results(paths: Sequence[Path]) -> tuple[dict[str, Any], list[dict[str, 
                 continue
             seen.add(row["id"])
             rows.append(row)
-    # Selection order, not completion order: merged shards then read exactly like one run (ties
-    # in confidence, as in accuracy at coverage, break the same way).
+    # Selection order, not completion order: merged shards then list their rows exactly like one
+    # run. (No figure depends on it: accuracy at coverage treats tied confidences as one group.)
     rows.sort(key=lambda row: (row.get("index") is None, row.get("index") or 0))
     if duplicates:
         warnings.append(f"{duplicates} sample id(s) appear in more than one line; kept the first of each")
@@ -123,13 +131,10 @@ def _is_row(row: Any) -> bool:
             and isinstance(row["score"], number) and isinstance(row.get("confidence"), number))  # fmt: skip
 
 
-def _check_same_config(first: dict[str, Any], other: dict[str, Any], path: Path, first_path: Path) -> None:
-    for key in FINGERPRINT_KEYS:  # limit and shard may differ
-        if first.get(key) != other.get(key):
-            raise InputError(
-                f"{path} is from a different run than {first_path} ({key}: {other.get(key)!r} vs "
-                f"{first.get(key)!r}); report them separately"
-            )
+def _different_run(first: dict[str, Any], other: dict[str, Any], path: Path, first_path: Path) -> str | None:
+    """What makes ``path`` another run than ``first_path`` (limit and shard may differ), or None."""
+    difference = fingerprint_difference(first, other, f"in {first_path.name}", f"in {path.name}")
+    return f"{path} is from a different run than {first_path} ({difference})" if difference else None
 
 
 def is_failed(row: dict[str, Any]) -> bool:
@@ -172,6 +177,10 @@ def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[st
     return {
         "benchmark": header.get("benchmark"), "split": header.get("split"), "preset": header.get("preset"),
         "settings": header.get("settings", {}), "seed": header.get("seed"), "baseline": baseline,
+        # What else the fingerprint holds, shown so a reader knows what the numbers are of.
+        "models": header.get("settings", {}).get("models") or {},
+        "vqa_metric": header_field(header, "vqa_metric"), "prompts_sha256": header.get("prompts_sha256"),
+        "idealagent_version": header.get("idealagent_version"),
         "files": read.get("files", []), "skipped_lines": read.get("skipped_lines", 0),
         "duplicate_ids": read.get("duplicate_ids", 0), "warnings": read.get("warnings", []),
         "overall": _group(rows, baseline),

@@ -8,6 +8,7 @@ line, and refuses a file written under another configuration (its fingerprint di
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -20,22 +21,68 @@ from idealagent.errors import InputError
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-# What must match for two runs' lines to belong in one file (limit and shard may differ).
-FINGERPRINT_KEYS = ("benchmark", "split", "preset", "settings", "seed", "baseline")
+# What must match for two runs' lines to belong in one file or one report (limit and shard may
+# differ). ``settings`` holds the loop settings and the models (for the openai preset the
+# served model names, resolved from the environment); the prompt files and the library
+# version change answers too, and ``vqa_metric`` changes the scores.
+FINGERPRINT_KEYS = ("benchmark", "split", "preset", "settings", "seed", "baseline", "vqa_metric",
+                    "prompts_sha256", "idealagent_version")
+# What a header written before a key existed means by its absence: results files from before
+# the vqa_metric choice were scored with the pre-2021 processing.
+IMPLIED_BY_OLD_HEADERS: dict[str, Any] = {"vqa_metric": "vqa-legacy"}
+
+
+def header_field(header: dict[str, Any], key: str) -> Any:
+    """A header's value for ``key``, with what an older header's missing key meant."""
+    return header.get(key, IMPLIED_BY_OLD_HEADERS.get(key))
 
 
 def fingerprint_of(header: dict[str, Any]) -> dict[str, Any]:
     """The part of a header that decides whether results are comparable, JSON-normalised."""
-    return json.loads(json.dumps({key: header.get(key) for key in FINGERPRINT_KEYS}, sort_keys=True))
+    fingerprint = {key: header_field(header, key) for key in FINGERPRINT_KEYS}
+    return json.loads(json.dumps(fingerprint, sort_keys=True))
 
 
-def fingerprint_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """``"seed: 0 in the file, 1 now"`` for the first differing fingerprint key, or None if equal."""
+def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Each differing fingerprint field, by dotted path into ``settings`` (``settings.models.llm``),
+    mapped to its (old, new) values; empty when the two headers are comparable."""
+    differences: dict[str, tuple[Any, Any]] = {}
+
+    def compare(path: str, a: Any, b: Any) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                compare(f"{path}.{key}", a.get(key), b.get(key))
+        elif a != b:
+            differences[path] = (a, b)
+
     old_print, new_print = fingerprint_of(old), fingerprint_of(new)
     for key in FINGERPRINT_KEYS:
-        if old_print[key] != new_print[key]:
-            return f"{key}: {json.dumps(old_print[key])} in the file, {json.dumps(new_print[key])} now"
-    return None
+        compare(key, old_print[key], new_print[key])
+    return differences
+
+
+def fingerprint_difference(old: dict[str, Any], new: dict[str, Any], old_label: str = "in the file",
+                           new_label: str = "now") -> str | None:
+    """``'seed: 0 in the file, 1 now; settings.models.llm: "a" in the file, "b" now'`` naming
+    every differing fingerprint field, or None if the headers are comparable."""
+    differences = fingerprint_differences(old, new)
+    if not differences:
+        return None
+    return "; ".join(f"{path}: {json.dumps(a)} {old_label}, {json.dumps(b)} {new_label}"
+                     for path, (a, b) in differences.items())
+
+
+def prompts_sha256(directory: Path | None = None) -> str:
+    """A short hash of the prompt files (``prompts/*.yaml``, the shipped ones by default): their
+    names and bytes. All of them count, not only the roles' of one preset, because which
+    answerer prompt is used is known only once the model has loaded."""
+    from idealagent.prompts import default_prompts_dir
+
+    folder = directory or default_prompts_dir()
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.yaml")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @dataclass

@@ -22,10 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from idealagent.errors import InputError
 from idealagent.evaluation.baseline import BaselineResult, load_images, run_baseline
+from idealagent.evaluation.metrics import DEFAULT_VQA_METRIC, check_vqa_metric
 from idealagent.evaluation.results import (
     ExistingResults,
     ResultsWriter,
     fingerprint_difference,
+    header_field,
+    prompts_sha256,
     read_existing,
 )
 from idealagent.parsing import match_choice
@@ -221,14 +224,17 @@ class EvalPlan:
 
 def prepare_eval(benchmark: str, data_dir: str | Path | None, split: str | None, *, out: str | Path,
                  preset: str, settings: dict[str, Any], limit: int | None = None, seed: int = 0,
-                 shard: Shard = (0, 1), force: bool = False, baseline: bool = True) -> EvalPlan:
+                 shard: Shard = (0, 1), force: bool = False, baseline: bool = True,
+                 vqa_metric: str = DEFAULT_VQA_METRIC) -> EvalPlan:
     """Check everything a run needs except the model; raises InputError on any problem.
 
     ``settings`` are the agent's (``expected_settings`` or ``agent_settings``). ``force``
     starts the results file afresh even if it holds another configuration's results.
+    ``vqa_metric`` is the VQA accuracy variant (``metrics.VQA_METRICS``) the rows are scored with.
     """
     from idealagent.evaluation.datasets import get_benchmark, load_benchmark
 
+    check_vqa_metric(vqa_metric)
     if not 0 <= shard[0] < shard[1]:
         raise InputError(f"shard must be i/n with 0 <= i < n, got {shard[0]}/{shard[1]}")
     if limit is not None and limit < 1:
@@ -243,8 +249,9 @@ def prepare_eval(benchmark: str, data_dir: str | Path | None, split: str | None,
         log.info("skipped records: %s", "; ".join(loaded.skipped[:5]))
     header = {
         "format": 1, "benchmark": benchmark, "split": split, "preset": preset, "settings": settings,
-        "seed": seed, "limit": limit, "shard": list(shard), "baseline": baseline,
-        "idealagent_version": _version(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed, "limit": limit, "shard": list(shard), "baseline": baseline, "vqa_metric": vqa_metric,
+        "prompts_sha256": prompts_sha256(), "idealagent_version": _version(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if existing.header is not None:
         difference = fingerprint_difference(existing.header, header)
@@ -261,7 +268,8 @@ def prepare_eval(benchmark: str, data_dir: str | Path | None, split: str | None,
 def run_eval(benchmark: str, data_dir: str | Path | None = None, split: str | None = None, *,
              out: str | Path, preset: str = "tiny", agent: IdealAgent | None = None, limit: int | None = None,
              seed: int = 0, shard: Shard = (0, 1), force: bool = False, baseline: bool = True,
-             on_progress: Callable[[Progress], None] | None = None, **overrides: Any) -> EvalResult:
+             vqa_metric: str = DEFAULT_VQA_METRIC, on_progress: Callable[[Progress], None] | None = None,
+             **overrides: Any) -> EvalResult:
     """Evaluate a preset (or a ready ``agent``, recorded under the name ``preset``) on a benchmark.
 
     Keyword ``overrides`` (max_rounds, confidence_threshold, batch_size, ...) go to
@@ -271,7 +279,7 @@ def run_eval(benchmark: str, data_dir: str | Path | None = None, split: str | No
 
     settings = agent_settings(agent) if agent is not None else expected_settings(preset, overrides)
     plan = prepare_eval(benchmark, data_dir, split, out=out, preset=preset, settings=settings, limit=limit,
-                        seed=seed, shard=shard, force=force, baseline=baseline)
+                        seed=seed, shard=shard, force=force, baseline=baseline, vqa_metric=vqa_metric)
     if plan.pending and agent is None:
         agent = load_preset(preset, **overrides)
     return plan.run(agent, on_progress=on_progress)
@@ -349,15 +357,17 @@ def result_row(item: EvalItem, trace: Trace, header: dict[str, Any], baseline: B
     choice_index = match_choice(prediction, sample.choices) if sample.choices and prediction is not None else None
     failed = trace.stop_reason == "error"
     error = (trace.error or "the sample failed") if failed else None
+    vqa_metric = header_field(header, "vqa_metric")
     return {
         "id": item.id, "benchmark": header["benchmark"], "split": header["split"],
         "question_type": item.question_type, "kind": item.kind, "metric": item.metric,
         "question": item.question, "image": item.image, "choices": sample.choices,
         "answers": list(item.answers), "gold_index": item.gold_index,
         "prediction": prediction, "choice_index": choice_index, "confidence": trace.confidence,
-        "score": None if failed else score(item.metric, prediction, choice_index, item.answers, item.gold_index),
+        "score": None if failed else score(item.metric, prediction, choice_index, item.answers,
+                                           item.gold_index, vqa_metric=vqa_metric),
         "error": error, "stop_reason": trace.stop_reason,
-        "baseline": baseline.to_json(item) if baseline is not None else None,
+        "baseline": baseline.to_json(item, vqa_metric=vqa_metric) if baseline is not None else None,
         "trace": trace.model_dump(mode="json"),
     }
 
