@@ -286,14 +286,15 @@ def test_one_trace_per_sample_in_input_order_for_any_failure_pattern(plan, batch
         size = 9 if failure == "caption" else 10 + FAILURES.index(failure)
         image = str(tmp_path / "missing.png") if failure == "image" else Image.new("RGB", (size, size))
         samples.append(Sample(image=image, question=f"Is the {failure} sample {i} red?", id=str(i)))
-    agent = IdealAgent(ScriptedChatModel(replies=[llm_reply] * 1000), Answerer("red"), max_rounds=2,
-                       batch_size=batch_size, attempts=2)
-    agent.down_after = 100  # this test is about isolation, not about declaring the service down
+    def agent() -> IdealAgent:
+        made = IdealAgent(ScriptedChatModel(replies=[llm_reply] * 1000), Answerer("red"), max_rounds=2,
+                          batch_size=batch_size, attempts=2)
+        made.down_after = 100  # this test is about isolation, not about declaring the service down
+        return made
 
-    traces = agent.run_batch(samples)
+    traces = agent().run_batch(samples)
     assert [t.sample.id for t in traces] == [s.id for s in samples]
-    streamed = list(IdealAgent(ScriptedChatModel(replies=[llm_reply] * 1000), Answerer("red"), max_rounds=2,
-                               batch_size=batch_size, attempts=2).iter_batch(samples))
+    streamed = list(agent().iter_batch(samples))
     assert sorted(t.sample.id for t in streamed) == sorted(s.id for s in samples)
     expected = {"none": "confident", "image": "error", "caption": "error", "answer": "error",
                 "answer_infra_once": "confident", "answer_infra_always": "infrastructure",
