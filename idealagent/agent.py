@@ -12,7 +12,6 @@ number of times (``infra_retries``); a service that is down stops the whole run.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,20 +25,13 @@ from idealagent.answerers import Answerer, answer_each, caption_each, tokens_of
 from idealagent.errors import (
     IdealAgentError,
     InfrastructureError,
-    InputError,
     ServiceDownError,
     failure_kind,
     one_line,
 )
 from idealagent.images import load_image
-from idealagent.roles import (
-    STRUCTURED_MODES,
-    Outcome,
-    Questioner,
-    Reasoner,
-    RepeatedQuestionsError,
-    StructuredMode,
-)
+from idealagent.roles import Outcome, Questioner, Reasoner, RepeatedQuestionsError
+from idealagent.settings import AgentSettings
 from idealagent.trace import Round, Sample, SubQA, TaskKind, Trace
 
 log = logging.getLogger(__name__)
@@ -78,12 +70,6 @@ class _Health:
 class IdealAgent:
     """Iterative visual question answering: questioner → answerer → reasoner, until confident."""
 
-    # A sample whose step fails on the infrastructure tries it again this many times, in later
-    # passes, before it ends with stop_reason "infrastructure" (which is never a result).
-    infra_retries: int = 2
-    # This many requests failing on the infrastructure in a row, none passing, means "down".
-    down_after: int = 8
-
     def __init__(
         self,
         llm: BaseChatModel,
@@ -91,27 +77,41 @@ class IdealAgent:
         *,
         questioner_llm: BaseChatModel | None = None,
         reasoner_llm: BaseChatModel | None = None,
-        max_rounds: int = 3,
-        confidence_threshold: float = 0.7,
-        max_sub_questions: int = 3,
-        batch_size: int = 8,
-        attempts: int = 3,
-        structured: StructuredMode = "auto",
+        settings: AgentSettings | None = None,
         prompts_dir: str | None = None,
+        **overrides: Any,
     ) -> None:
-        check_settings(max_rounds=max_rounds, confidence_threshold=confidence_threshold,
-                       max_sub_questions=max_sub_questions, batch_size=batch_size, attempts=attempts,
-                       structured=structured)
+        """``settings``, or keyword arguments named like its fields (``max_rounds=2``), set the
+        loop; ``AgentSettings`` documents each one, its default and its range."""
+        self.settings = (settings or AgentSettings()).replace(**overrides)
         self.answerer = answerer
-        self.settings = {"max_rounds": max_rounds, "confidence_threshold": confidence_threshold,
-                         "max_sub_questions": max_sub_questions, "batch_size": batch_size, "attempts": attempts,
-                         "structured": structured}
-        self.max_rounds = max_rounds
-        self.confidence_threshold = confidence_threshold
-        self.batch_size = batch_size
-        options: dict[str, Any] = {"attempts": attempts, "structured": structured, "prompts_dir": prompts_dir}
-        self.questioner = Questioner(questioner_llm or llm, max_sub_questions=max_sub_questions, **options)
+        # Where the models came from (a preset's name and model ids), recorded beside the settings.
+        self.origin: dict[str, Any] = {}
+        options: dict[str, Any] = {"attempts": self.settings.attempts, "structured": self.settings.structured,
+                                   "prompts_dir": prompts_dir}
+        self.questioner = Questioner(questioner_llm or llm, max_sub_questions=self.settings.max_sub_questions,
+                                     **options)
         self.reasoner = Reasoner(reasoner_llm or llm, **options)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What every trace records of how it ran: the settings, the preset and its models."""
+        return {**self.settings.record(), **self.origin}
+
+    @property
+    def max_rounds(self) -> int:
+        """Most rounds a sample may take."""
+        return self.settings.max_rounds
+
+    @property
+    def confidence_threshold(self) -> float:
+        """The confidence at which a verdict stops the loop."""
+        return self.settings.confidence_threshold
+
+    @property
+    def batch_size(self) -> int:
+        """Samples in flight together."""
+        return self.settings.batch_size
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ class IdealAgent:
         """
         # Built before the generator starts, so bad input raises here, not at the first next().
         sample = Sample(image=image, question=question, choices=list(choices) if choices else None, kind=kind)
-        job = _Job(Trace(sample=sample, settings=self.settings), load_image(image))
+        job = _Job(Trace(sample=sample, settings=self.record), load_image(image))
         return self._stream_job(job, partial)
 
     def _stream_job(self, job: _Job, partial: bool) -> Iterator[Round | Trace]:
@@ -176,7 +176,7 @@ class IdealAgent:
         failed on the infrastructure is still at that step, and tries it again in this pass.
         """
         active: list[_Job] = []
-        health = _Health(self.down_after)
+        health = _Health(self.settings.down_after)
         while True:
             yield "finished", self._fill(active, waiting)  # unreadable images finish at once
             if not active:
@@ -202,7 +202,7 @@ class IdealAgent:
     # -- phases -------------------------------------------------------------------------------
 
     def _start(self, sample: Sample, index: int) -> _Job:
-        job = _Job(Trace(sample=sample, settings=self.settings), index=index)
+        job = _Job(Trace(sample=sample, settings=self.record), index=index)
         try:
             job.image = load_image(sample.image)
         except IdealAgentError as exc:
@@ -323,7 +323,7 @@ class IdealAgent:
             raise _down(phase, error) from error
         job.infra_failures += 1
         message = f"{phase} failed: {type(error).__name__}: {one_line(error)}"
-        if job.infra_failures > self.infra_retries:
+        if job.infra_failures > self.settings.infra_retries:
             log.warning("%s; giving up on the sample after %d tries", message, job.infra_failures)
             _stop(job, "infrastructure", error=message)
         else:
@@ -378,23 +378,3 @@ def _finish_with_best_verdict(job: _Job, reason: str) -> None:
     verdict = job.trace.best_verdict
     _stop(job, reason, answer=verdict.answer if verdict else None,
           confidence=verdict.confidence if verdict else None)
-
-
-def check_settings(*, max_rounds: int = 3, confidence_threshold: float = 0.7, max_sub_questions: int = 3,
-                   batch_size: int = 1, attempts: int = 1, **other: Any) -> None:
-    """Raise InputError for a loop setting outside its range or an unknown setting."""
-    known = set(inspect.signature(IdealAgent.__init__).parameters) - {"self", "llm", "answerer"}
-    unknown = sorted(set(other) - known)
-    if unknown:
-        raise InputError(f"unknown agent setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    if not 0.0 <= confidence_threshold <= 1.0:
-        raise InputError(f"confidence threshold must be within [0, 1], got {confidence_threshold}")
-    if max_rounds < 1:
-        raise InputError(f"max_rounds must be at least 1, got {max_rounds}")
-    if not 1 <= max_sub_questions <= 5:
-        raise InputError(f"max_sub_questions must be within 1..5, got {max_sub_questions}")
-    if batch_size < 1 or attempts < 1:
-        raise InputError("batch_size and attempts must be at least 1")
-    structured = other.get("structured", "auto")
-    if structured not in STRUCTURED_MODES:
-        raise InputError(f"structured must be one of {', '.join(STRUCTURED_MODES)}, got {structured!r}")

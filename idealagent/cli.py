@@ -34,7 +34,7 @@ from idealagent.cli_options import (
 from idealagent.console import LiveRun, print_trace, result_panel, stop_reason_text
 from idealagent.errors import IdealAgentError, ModelLoadError
 from idealagent.images import load_image
-from idealagent.presets import PRESETS, get_preset, load_preset, preset_models, preset_names
+from idealagent.presets import PRESETS, get_preset, load_preset, preset_models, preset_names, preset_settings
 from idealagent.trace import TASK_KINDS, Sample, Trace
 
 if TYPE_CHECKING:
@@ -254,12 +254,10 @@ def _check_loop(preset: str, max_rounds: int | None, threshold: float | None,
                 max_sub_questions: int | None, *, vlm: str | None = None, llm: str | None = None,
                 **more: Any) -> dict[str, Any]:
     """What the user overrode (loop settings, models), after checking it and the preset name."""
-    from idealagent.agent import check_settings
-
     overrides = {"max_rounds": max_rounds, "confidence_threshold": threshold,
                  "max_sub_questions": max_sub_questions, **more}
     given = {key: value for key, value in overrides.items() if value is not None}
-    check_settings(**{**get_preset(preset).settings, **given})
+    preset_settings(preset, **given)  # the settings' own checks
     preset_models(preset, vlm, llm)  # an override the preset can't take is an InputError
     return {**given, **{role: value for role, value in {"vlm": vlm, "llm": llm}.items() if value}}
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from idealagent.errors import InputError
+from idealagent.settings import AgentSettings
 
 if TYPE_CHECKING:
     from idealagent.agent import IdealAgent
@@ -36,7 +37,7 @@ class Preset:
     # answerer, optionally questioner_llm and reasoner_llm. Called with the preset's models,
     # after the user's overrides, as keyword arguments (``vlm=...``, ``llm=...``).
     build: Callable[..., dict[str, Any]]
-    settings: dict[str, Any] = field(default_factory=dict)  # IdealAgent keyword arguments
+    settings: dict[str, Any] = field(default_factory=dict)  # AgentSettings fields it sets
     models: dict[str, str] = field(default_factory=dict)  # role → hub id or folder
     # Roles the user may set: by default those in ``models``. (The openai preset reads its
     # model names from the environment, so it has none of its own but takes both.)
@@ -233,14 +234,17 @@ def load_preset(name: str = "tiny", *, vlm: str | None = None, llm: str | None =
     ``vlm`` and ``llm`` replace the preset's models (a hub id in the local cache, or a folder);
     other keyword arguments override its loop settings.
     """
-    from idealagent.agent import IdealAgent, check_settings
+    from idealagent.agent import IdealAgent
 
     preset = get_preset(name)
     models = preset_models(name, vlm, llm)
-    settings = {**preset.settings, **{k: v for k, v in overrides.items() if v is not None}}
-    check_settings(**settings)  # fail fast, before loading any weights
-    agent = IdealAgent(**preset.build(**models), **settings)
-    agent.settings["preset"] = name
-    if models:
-        agent.settings["models"] = models
+    settings = preset_settings(name, **overrides)  # checked before any weights load
+    agent = IdealAgent(**preset.build(**models), settings=settings)
+    agent.origin = {"preset": name, **({"models": models} if models else {})}
     return agent
+
+
+def preset_settings(name: str, **overrides: Any) -> AgentSettings:
+    """The loop settings of a preset's agent: the defaults, the preset's, then ``overrides``
+    (None leaves a setting as the preset has it); a bad one is an InputError."""
+    return AgentSettings.of(**{**get_preset(name).settings, **{k: v for k, v in overrides.items() if v is not None}})

@@ -89,7 +89,7 @@ def test_gpu_preset_runs_end_to_end_on_a_local_folder(tmp_path):
     agent = load_preset("qwen2.5-vl-3b", vlm=str(folder), max_rounds=1, batch_size=2)
     assert agent.questioner.caller.llm.model is agent.answerer.model  # one copy of the weights
     assert agent.reasoner.caller.llm.model is agent.answerer.model
-    assert agent.settings["models"] == {"vlm": str(folder)} and agent.settings["preset"] == "qwen2.5-vl-3b"
+    assert agent.origin == {"preset": "qwen2.5-vl-3b", "models": {"vlm": str(folder)}}
     [trace] = agent.run_batch([Sample(image=CAT, question="Is there a cat?", kind="yes_no")])
     assert trace.sub_questions and trace.answer in ("yes", "no")
     assert trace.usage.llm_output_tokens > 0 and trace.settings["models"] == {"vlm": str(folder)}

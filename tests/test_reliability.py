@@ -287,10 +287,9 @@ def test_one_trace_per_sample_in_input_order_for_any_failure_pattern(plan, batch
         image = str(tmp_path / "missing.png") if failure == "image" else Image.new("RGB", (size, size))
         samples.append(Sample(image=image, question=f"Is the {failure} sample {i} red?", id=str(i)))
     def agent() -> IdealAgent:
-        made = IdealAgent(ScriptedChatModel(replies=[llm_reply] * 1000), Answerer("red"), max_rounds=2,
-                          batch_size=batch_size, attempts=2)
-        made.down_after = 100  # this test is about isolation, not about declaring the service down
-        return made
+        # down_after: this test is about isolation, not about declaring the service down
+        return IdealAgent(ScriptedChatModel(replies=[llm_reply] * 1000), Answerer("red"), max_rounds=2,
+                          batch_size=batch_size, attempts=2, down_after=100)
 
     traces = agent().run_batch(samples)
     assert [t.sample.id for t in traces] == [s.id for s in samples]

@@ -9,7 +9,6 @@ agent (``IdealAgent.iter_batch``, pool refill) with the answerer-only baseline b
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections import deque
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Shard = tuple[int, int]  # (index, count): this run takes the selection's positions p with p % count == index
-SETTING_KEYS = ("max_rounds", "confidence_threshold", "max_sub_questions", "attempts", "structured")
 
 
 def parse_shard(text: str) -> Shard:
@@ -57,17 +55,13 @@ def parse_shard(text: str) -> Shard:
 
 
 def expected_settings(preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The settings ``load_preset(preset, **overrides)``'s agent will record, without loading it:
-    IdealAgent's defaults, then the preset's, then the overrides; the preset name and models."""
-    from idealagent.agent import IdealAgent
-    from idealagent.presets import get_preset, preset_models
+    """The settings a results header records for ``load_preset(preset, **overrides)``'s agent,
+    without loading it: those that change answers, the preset name and its models."""
+    from idealagent.presets import preset_models, preset_settings
 
-    parameters = inspect.signature(IdealAgent.__init__).parameters
-    settings: dict[str, Any] = {key: parameters[key].default for key in SETTING_KEYS}
-    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    given = dict(overrides or {})
     vlm, llm = given.pop("vlm", None), given.pop("llm", None)
-    settings.update({k: v for k, v in {**get_preset(preset).settings, **given}.items() if k != "batch_size"})
-    settings["preset"] = preset
+    settings: dict[str, Any] = {**preset_settings(preset, **given).fingerprint(), "preset": preset}
     models = preset_models(preset, vlm, llm)
     if models:
         settings["models"] = models
@@ -75,11 +69,9 @@ def expected_settings(preset: str, overrides: dict[str, Any] | None = None) -> d
 
 
 def agent_settings(agent: IdealAgent) -> dict[str, Any]:
-    """An agent's settings as a results header records them.
-
-    The batch size is left out: it changes speed, not answers, so a run may resume with another.
-    """
-    return {key: value for key, value in agent.settings.items() if key != "batch_size"}
+    """An agent's settings as a results header records them: speed knobs such as the batch
+    size are left out, so a run may resume with another."""
+    return {**agent.settings.fingerprint(), **agent.origin}
 
 
 @dataclass
@@ -330,7 +322,7 @@ class _Stream:
         images = load_images(chunk)
         if self.plan.header["baseline"]:
             todo = chunk
-            for _ in range(1 + self.agent.infra_retries):
+            for _ in range(1 + self.agent.settings.infra_retries):
                 self.baselines.update(run_baseline(self.agent.answerer, todo, images))
                 todo = [item for item in todo if item.id not in self.baselines]
                 if not todo:
