@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -316,6 +317,12 @@ class Reasoner:
                     raise ModelOutputError("this is the last round: give an answer, not 'unknown'", raw)
                 return Verdict(analysis=analysis, answer=None, confidence=0.0)
             if not choices:
+                # The schema's pattern, checked here too: a reply parsed from text (no
+                # structured output, or a server that ignored the schema) is held to it as well.
+                if not re.match(OPEN_ANSWER_PATTERN, answer):
+                    raise ModelOutputError(
+                        f"the answer {answer!r} is not a short phrase of letters and numbers", raw
+                    )
                 return Verdict(analysis=analysis, answer=answer, confidence=confidence)
             index = parsing.match_choice(answer, choices)
             if index is None:
