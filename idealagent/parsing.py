@@ -122,6 +122,16 @@ def _balanced_object(text: str, start: int) -> str | None:
     return None
 
 
+def message_text(message: Any) -> str:
+    """The text of a chat message (its content blocks joined), or of a plain value; "" for None."""
+    if message is None:
+        return ""
+    content = getattr(message, "content", message)
+    if isinstance(content, list):  # content blocks
+        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+    return str(content)
+
+
 def parse_sub_questions(text: str) -> list[str]:
     """Sub-questions from a JSON ``{"sub_questions": [...]}`` reply or from a list in prose."""
     data = extract_json(text)

@@ -3,9 +3,10 @@
 Each role renders its prompt file, sends one batched call for all the samples it was given,
 and validates every reply. Structured output (``with_structured_output(..., method=
 "json_schema")``) is used where the chat model supports it; otherwise the tolerant parsers in
-parsing.py read the text. A reply that still can't be used is sent back with the error (the
-``repair`` prompt) and retried; after the last attempt the role reports no value, and the
-agent records why the sample stopped.
+parsing.py read the text. An OpenAI-compatible server's form (``json_schema``, ``json_object``
+with the schema, or plain text) is found out by its first request (structured.py). A reply
+that still can't be used is sent back with the error (the ``repair`` prompt) and retried;
+after the last attempt the role reports no value, and the agent records why the sample stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_a
 from idealagent import parsing
 from idealagent.errors import ModelOutputError
 from idealagent.prompts import PromptSpec, load_prompt
+from idealagent.structured import AdaptiveStructured, FormProbe, needs_probe, probe_for
 from idealagent.trace import Failure, Trace, Verdict
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,8 @@ class StructuredCaller:
         self.structured = structured
         self.repair = load_prompt("repair", prompts_dir)
         self._runnables: dict[str, Any] = {}
+        self._form: str | None = None  # the form chosen without a probe
+        self._probe: FormProbe | None = None  # the shared probe of an OpenAI-compatible model
 
     def __call__(
         self,
@@ -131,6 +135,13 @@ class StructuredCaller:
                     still.append(i)
         return still
 
+    @property
+    def form(self) -> str | None:
+        """The structured-output form in use: ``json_schema``, ``json_object`` (with the
+        schema) or ``text`` (the tolerant parsers); None before the first call, and while an
+        endpoint's form is still unknown (its probe failed for a reason that says nothing)."""
+        return self._probe.form if self._probe is not None else self._form
+
     def _runnable(self, schema: dict[str, Any]) -> tuple[Any, bool]:
         key = json.dumps(schema, sort_keys=True)
         if key not in self._runnables:
@@ -138,13 +149,20 @@ class StructuredCaller:
         return self._runnables[key]
 
     def _make_runnable(self, schema: dict[str, Any]) -> tuple[Any, bool]:
+        if self.structured == "auto" and needs_probe(self.llm):
+            # A server may refuse json_schema: find out (once per model) which form it takes.
+            self._probe = probe_for(self.llm)
+            return AdaptiveStructured(self.llm, schema, self._probe, self.role), True
         if self.structured != "off":
             try:
-                return self.llm.with_structured_output(schema, method="json_schema", include_raw=True), True
+                runnable = self.llm.with_structured_output(schema, method="json_schema", include_raw=True)
+                self._form = "json_schema"
+                return runnable, True
             except (NotImplementedError, ValueError, TypeError) as exc:
                 if self.structured == "on":
                     raise
                 log.debug("%s: no structured output (%s); parsing text", self.role, exc)
+        self._form = "text"
         return self.llm, False
 
 
@@ -162,12 +180,7 @@ def _unpack(reply: Any, structured: bool) -> tuple[AIMessage | None, dict[str, A
 
 
 def _text(message: Any) -> str:
-    if message is None:
-        return ""
-    content = getattr(message, "content", message)
-    if isinstance(content, list):  # content blocks
-        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
-    return str(content)
+    return parsing.message_text(message)
 
 
 def _prompt_vars(trace: Trace) -> dict[str, Any]:
@@ -196,6 +209,11 @@ class Questioner:
         self.max_sub_questions = max_sub_questions
         self.prompt = prompt or load_prompt("questioner", prompts_dir)
         self.caller = StructuredCaller(llm, "questioner", prompts_dir=prompts_dir, **caller_options)
+
+    @property
+    def structured_form(self) -> str | None:
+        """The structured-output form the questioner's model takes (see StructuredCaller.form)."""
+        return self.caller.form
 
     def schema(self) -> dict[str, Any]:
         """The JSON schema of a reply: 1..max short questions ending in a question mark."""
@@ -265,6 +283,11 @@ class Reasoner:
     ) -> None:
         self.prompt = prompt or load_prompt("reasoner", prompts_dir)
         self.caller = StructuredCaller(llm, "reasoner", prompts_dir=prompts_dir, **caller_options)
+
+    @property
+    def structured_form(self) -> str | None:
+        """The structured-output form the reasoner's model takes (see StructuredCaller.form)."""
+        return self.caller.form
 
     @staticmethod
     def schema(trace: Trace) -> dict[str, Any]:

@@ -13,7 +13,9 @@ load balancer) instead of a model in this process. ``EndpointChatModel`` is lang
   ``ModelOutputError``; an unreachable, unauthorised or overloaded one ``ModelLoadError``.
 
 ``with_structured_output(schema, method="json_schema")`` sends ``response_format`` of type
-``json_schema``, which vLLM and SGLang turn into constrained decoding. Token counts come back in
+``json_schema``, which vLLM and SGLang turn into constrained decoding. Servers that refuse it
+(llama.cpp, llama-cpp-python) are asked in another form by the roles (idealagent/structured.py);
+a 5xx that names the response_format is such a refusal and is not retried. Token counts come back in
 ``AIMessage.usage_metadata`` and from there reach ``Trace.usage``.
 
 Environment (read by ``chat_model_from_env``, ``endpoint_from_env`` and the answerer's
@@ -50,6 +52,7 @@ from pydantic import PrivateAttr
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from idealagent.errors import IdealAgentError, InputError, ModelLoadError, ModelOutputError
+from idealagent.structured import rejects_form
 
 try:
     import openai
@@ -142,8 +145,11 @@ def retry_after(exc: BaseException | None) -> float | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether another try may succeed: overload, server error, timeout, dropped connection."""
+    """Whether another try may succeed: overload, server error, timeout, dropped connection;
+    not a 5xx that refuses the ``response_format`` (llama-cpp-python's answer to json_schema)."""
     if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500 and rejects_form(exc.status_code, _server_message(exc)):
+            return False
         return exc.status_code in TRANSIENT_STATUS or exc.status_code >= 500
     return isinstance(exc, openai.APIConnectionError)  # includes APITimeoutError
 
