@@ -221,6 +221,7 @@ class IdealAgent:
     def _ask(self, jobs: list[_Job], health: _Health) -> list[_Job]:
         traces = [job.trace for job in jobs]
         outcomes = self._timed("questioner", jobs, lambda: self.questioner.ask(traces)) if jobs else []
+        self._record_forms(traces)
         asked = []
         for job, outcome in zip(jobs, outcomes):
             trace = job.trace
@@ -258,6 +259,7 @@ class IdealAgent:
         traces = [job.trace for job in jobs]
         final = [trace.rounds[-1].forced for trace in traces]
         outcomes = self._timed("reasoner", jobs, lambda: self.reasoner.judge(traces, final)) if jobs else []
+        self._record_forms(traces)
         judged = []
         for job, outcome in zip(jobs, outcomes):
             round_ = job.trace.rounds[-1]
@@ -276,6 +278,14 @@ class IdealAgent:
                 _finish_with_best_verdict(job, "max_rounds")
         self._check_roles("reasoner", jobs, outcomes, health)
         return judged
+
+    def _record_forms(self, traces: list[Trace]) -> None:
+        """Which structured-output form each role's model took (known after its first call)."""
+        forms = {"questioner": self.questioner.structured_form, "reasoner": self.reasoner.structured_form}
+        known = {role: form for role, form in forms.items() if form}
+        for trace in traces:
+            if known:
+                trace.settings["structured_form"] = known
 
     def _check_roles(self, phase: str, jobs: list[_Job], outcomes: list[Outcome[Any]], health: _Health) -> None:
         failures = [(job, o.infra_error) for job, o in zip(jobs, outcomes) if o.infra_error is not None]

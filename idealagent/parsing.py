@@ -17,10 +17,18 @@ _NUMBERING = re.compile(
     r"^\s*(?:[-*•]+|\(?\d+[.):]|\(?[a-z][.)]|(?:sub-?)?questions?\s*\d*\s*[:.)-]|q\d*\s*[:.)-])\s*",
     re.IGNORECASE,
 )
+# Replies that decline to answer. "none" is not one of them: it is a real answer ("What is
+# on the plate?" "none"; VQAv2 scores it like any other word).
 _UNDECIDED = {
-    "", "not sure", "unsure", "unknown", "i don't know", "i do not know", "cannot tell",
-    "can't tell", "cannot be determined", "unclear", "n/a", "none", "uncertain",
+    "", "not sure", "unsure", "unknown", "i don't know", "i do not know", "i dont know", "cannot tell",
+    "can't tell", "cannot be determined", "can't be determined", "unclear", "n/a", "uncertain",
 }
+_FIELD_LABELS = {
+    "analysis": r"\banalysis",
+    "answer": r"\b(?:final |more likely |predicted )?answer",
+    "confidence": r"\bconfidence",
+}
+_ANY_LABEL = r"\b(?:analysis|answer|confidence)\b"
 _CONFIDENCE_WORDS = {
     "very high": 0.95, "high": 0.85, "medium": 0.6, "moderate": 0.6, "low": 0.3,
     "very low": 0.1, "certain": 0.95, "sure": 0.85,
@@ -29,21 +37,66 @@ _CONFIDENCE_WORDS = {
 
 def extract_json(text: str) -> dict[str, Any] | None:
     """The first JSON object in ``text`` (code fences, prose around it and trailing commas
-    are tolerated), or None."""
+    are tolerated), or None. An object cut off at the end of the text (the model ran out of
+    tokens) is closed after its last complete member, so ``{"answer": "yes", "confidence": 0.7``
+    still reads as both fields, while ``{"answer": "yes", "confidence": 0.`` keeps only the answer."""
     if not isinstance(text, str):
         return None
     start = text.find("{")
+    first = start
     while start != -1:
         candidate = _balanced_object(text, start)
         if candidate:
-            for attempt in (candidate, re.sub(r",\s*([}\]])", r"\1", candidate)):
-                try:
-                    value = json.loads(attempt)
-                except (json.JSONDecodeError, RecursionError):
-                    continue
-                if isinstance(value, dict):
-                    return value
+            value = _loads_object(candidate)
+            if value is not None:
+                return value
         start = text.find("{", start + 1)
+    return _truncated_object(text, first) if first != -1 else None
+
+
+def _loads_object(candidate: str) -> dict[str, Any] | None:
+    for attempt in (candidate, re.sub(r",\s*([}\]])", r"\1", candidate)):
+        try:
+            value = json.loads(attempt)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _truncated_object(text: str, start: int, tries: int = 4) -> dict[str, Any] | None:
+    """The object that opens at ``start`` and never closes, closed at the end of the text or
+    at one of its last commas (dropping a member that was cut off halfway)."""
+    stack: list[str] = []
+    cuts: list[tuple[int, str]] = []  # (cut position, closers needed there)
+    in_string = escaped = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+        elif ch in "}]":
+            if not stack or stack.pop() != ch:
+                return None  # not one JSON value
+            if not stack:
+                return None  # it closed: not truncated (and _balanced_object rejected it)
+        elif ch == ",":
+            cuts.append((i, "".join(reversed(stack))))
+    candidates = [] if in_string else [text[start:].rstrip().rstrip(",:") + "".join(reversed(stack))]
+    candidates += [text[start:cut] + closers for cut, closers in reversed(cuts[-tries:])]
+    for candidate in candidates:
+        value = _loads_object(candidate)
+        if value is not None:
+            return value
     return None
 
 
@@ -69,6 +122,16 @@ def _balanced_object(text: str, start: int) -> str | None:
     return None
 
 
+def message_text(message: Any) -> str:
+    """The text of a chat message (its content blocks joined), or of a plain value; "" for None."""
+    if message is None:
+        return ""
+    content = getattr(message, "content", message)
+    if isinstance(content, list):  # content blocks
+        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
+    return str(content)
+
+
 def parse_sub_questions(text: str) -> list[str]:
     """Sub-questions from a JSON ``{"sub_questions": [...]}`` reply or from a list in prose."""
     data = extract_json(text)
@@ -88,44 +151,65 @@ def parse_sub_questions(text: str) -> list[str]:
 
 
 def parse_verdict_fields(text: str) -> dict[str, Any]:
-    """``analysis``, ``answer`` and ``confidence`` found in a reply; missing keys are absent."""
+    """``analysis``, ``answer`` and ``confidence`` found in a reply; missing keys are absent.
+
+    Without a JSON object, each ``label: value`` (the label may be quoted, as in broken JSON)
+    gives its value up to the end of the line, a closing quote, or the next label, so
+    ``answer: yes, confidence: 0.7`` reads as the answer ``yes`` and the confidence ``0.7``.
+    """
     data = extract_json(text)
     if data is not None:
         return {k: data[k] for k in ("analysis", "answer", "confidence") if k in data}
     fields: dict[str, Any] = {}
-    patterns = {
-        "analysis": r"analysis\s*[:\-]\s*(.+)",
-        "answer": r"(?:final |more likely |predicted )?answer\s*[:\-]\s*(.+)",
-        "confidence": r"confidence\s*[:\-]\s*(.+)",
-    }
-    for key, pattern in patterns.items():
-        matches = re.findall(pattern, text or "", flags=re.IGNORECASE)
+    for key, label in _FIELD_LABELS.items():
+        matches = re.findall(
+            rf"{label}\"?\s*[:\-]\s*(?:\"([^\"\n]*)\"|(.+?)(?=\s*[,;]?\s*\"?{_ANY_LABEL}\"?\s*[:\-]|$))",
+            text or "", flags=re.IGNORECASE | re.MULTILINE,
+        )
         if matches:
-            fields[key] = matches[-1].strip()
+            quoted, bare = matches[-1]
+            value = (quoted or bare).strip().rstrip("}]").strip()
+            fields[key] = value
     return fields
 
 
 def parse_confidence(value: Any) -> float | None:
-    """A confidence in [0, 1] from a number, a percentage or a word; None if there is none."""
+    """A confidence in [0, 1], or None if ``value`` holds none that can be trusted.
+
+    - a number in [0, 1] is taken as it is: ``0.7``, ``"0.7"``, ``1``;
+    - a fraction is divided out: ``"8/10"`` and ``"4 out of 5"`` are 0.8 (None if above 1);
+    - a percentage is divided by 100: ``"85%"``, ``"85 percent"``, and a whole number from
+      10 to 100 without the sign (``85``), which can only be meant as one;
+    - a word: ``"high"`` is 0.85, ``"very low"`` 0.1 (see ``_CONFIDENCE_WORDS``);
+    - anything else is None and the reply is refused: ``1.5``, ``8`` (8%? 8 of 10?), ``250``,
+      ``-3``, ``"none"``. Clamping such a number would turn a misunderstanding into a score.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
-    else:
-        text = str(value).strip().lower()
-        if text in _CONFIDENCE_WORDS:
-            return _CONFIDENCE_WORDS[text]
-        match = re.search(r"-?\d+(?:\.\d+)?", text)
-        if not match:
-            return next((v for k, v in _CONFIDENCE_WORDS.items() if k in text), None)
-        number = float(match.group())
-        if "%" in text[match.end() : match.end() + 2]:
-            number /= 100
-    if number != number:  # NaN
-        return None
-    if 1 < number <= 100:  # "85" meant as a percentage
-        number /= 100
-    return min(max(number, 0.0), 1.0)
+        return _unit_number(float(value), percent=False)
+    text = str(value).strip().lower()
+    if text in _CONFIDENCE_WORDS:
+        return _CONFIDENCE_WORDS[text]
+    fraction = re.search(r"(\d+(?:\.\d+)?)\s*(?:/|out of)\s*(\d+(?:\.\d+)?)", text)
+    if fraction:
+        numerator, denominator = float(fraction.group(1)), float(fraction.group(2))
+        return numerator / denominator if 0 < denominator and numerator <= denominator else None
+    match = re.search(r"-?\d+(?:\.\d+)?", text)
+    if not match:
+        return next((v for k, v in _CONFIDENCE_WORDS.items() if k in text), None)
+    percent = re.match(r"\s*(?:%|percent)", text[match.end() :]) is not None
+    return _unit_number(float(match.group()), percent=percent)
+
+
+def _unit_number(number: float, *, percent: bool) -> float | None:
+    if percent:
+        return number / 100 if 0 <= number <= 100 else None
+    if 0 <= number <= 1:
+        return number
+    if number.is_integer() and 10 <= number <= 100:
+        return number / 100
+    return None  # NaN, infinities, negatives, 1.5, 8, 250
 
 
 def normalize_question(question: str) -> str:
@@ -147,7 +231,13 @@ def choice_letter(index: int) -> str:
 
 
 def match_choice(answer: Any, choices: list[str]) -> int | None:
-    """The index of the choice an answer names (by text, letter or number), or None."""
+    """The index of the choice an answer names, or None.
+
+    A choice's own text wins: with choices 2, 3, 4, 5 the answer "3 dogs" is "3", not the
+    third choice. A position is read from a letter ("B", "(b)", "B) dog"), from a number that
+    says it is one ("option 2", "answer 1", "(2)"), and from a reply that is nothing but a
+    number ("2") when no choice is a number; never from a number followed by words.
+    """
     if not isinstance(answer, str | int) or isinstance(answer, bool) or not choices:
         return None
     text = str(answer).strip()
@@ -155,22 +245,37 @@ def match_choice(answer: Any, choices: list[str]) -> int | None:
     cleaned = text.lower().strip(string.punctuation + " ")
     if cleaned in lowered:
         return lowered.index(cleaned)
-    # "B", "(B)", "B) cat", "Answer 2", "option 3: ..."
-    marker = re.match(
-        r"^(?:answer|option|choice)?\s*\(?([A-Za-z]|\d{1,2})\)?(?:[.):\s]|$)", text, flags=re.IGNORECASE
-    )
-    if marker:
-        token = marker.group(1)
-        index = int(token) - 1 if token.isdigit() else string.ascii_uppercase.find(token.upper())
-        rest = text[marker.end() :].strip(string.punctuation + " ").lower()
-        single_letter_word = len(token) == 1 and token.isalpha() and token.lower() in ("a", "i") and rest
-        if 0 <= index < len(choices) and not single_letter_word:
-            return index
+    index = _choice_position(text, lowered)
+    if index is not None:
+        return index
     contained = [i for i, c in enumerate(lowered) if c and re.search(rf"\b{re.escape(c)}\b", cleaned)]
     if len(contained) == 1:
         return contained[0]
     close = difflib.get_close_matches(cleaned, lowered, n=1, cutoff=0.8)
     return lowered.index(close[0]) if close else None
+
+
+def _choice_position(text: str, lowered: list[str]) -> int | None:
+    """The index a letter or an explicit number at the start of ``text`` points to."""
+    marker = re.match(
+        r"^(answer|option|choice)?\s*(\()?([A-Za-z]|\d{1,2})\)?(?:[.):\s]|$)", text, flags=re.IGNORECASE
+    )
+    if not marker:
+        return None
+    label, bracket, token = marker.groups()
+    rest = text[marker.end() :].strip(string.punctuation + " ")
+    if token.isdigit():
+        numeric_choices = any(re.fullmatch(r"[\d.,]+", c) for c in lowered)
+        if not (label or bracket) and (rest or numeric_choices):
+            return None  # "3 dogs", or "3" among choices 2, 3, 4, 5: a count, not a position
+        if token in lowered:
+            return lowered.index(token)  # "answer 3" among choices 2, 3, 4, 5
+        index = int(token) - 1
+    else:
+        if token.lower() in ("a", "i") and rest and not (label or bracket):
+            return None  # "a cat", "I think so": a word, not a letter
+        index = string.ascii_uppercase.find(token.upper())
+    return index if 0 <= index < len(lowered) else None
 
 
 def short_answer(text: str, max_words: int = 8) -> str:

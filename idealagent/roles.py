@@ -3,15 +3,17 @@
 Each role renders its prompt file, sends one batched call for all the samples it was given,
 and validates every reply. Structured output (``with_structured_output(..., method=
 "json_schema")``) is used where the chat model supports it; otherwise the tolerant parsers in
-parsing.py read the text. A reply that still can't be used is sent back with the error (the
-``repair`` prompt) and retried; after the last attempt the role reports no value, and the
-agent records why the sample stopped.
+parsing.py read the text. An OpenAI-compatible server's form (``json_schema``, ``json_object``
+with the schema, or plain text) is found out by its first request (structured.py). A reply
+that still can't be used is sent back with the error (the ``repair`` prompt) and retried;
+after the last attempt the role reports no value, and the agent records why the sample stopped.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -21,8 +23,10 @@ from langchain_core.messages import AIMessage, BaseMessage
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from idealagent import parsing
-from idealagent.errors import ModelOutputError, failure_kind
+from idealagent.errors import ModelOutputError, failure_kind, one_line
 from idealagent.prompts import PromptSpec, load_prompt
+from idealagent.settings import StructuredMode
+from idealagent.structured import AdaptiveStructured, FormProbe, needs_probe, probe_for
 from idealagent.trace import Failure, Trace, Verdict
 
 log = logging.getLogger(__name__)
@@ -32,8 +36,6 @@ T = TypeVar("T")
 # and never closing the JSON object.
 ANALYSIS_MAX_CHARS = 240
 OPEN_ANSWER_PATTERN = r"^[A-Za-z0-9\u00C0-\u024F][A-Za-z0-9\u00C0-\u024F .,'&/%+-]{0,59}$"
-StructuredMode = Literal["auto", "on", "off"]
-STRUCTURED_MODES: tuple[str, ...] = ("auto", "on", "off")
 
 
 class RepeatedQuestionsError(ModelOutputError):
@@ -77,6 +79,8 @@ class StructuredCaller:
         self.structured = structured
         self.repair = load_prompt("repair", prompts_dir)
         self._runnables: dict[str, Any] = {}
+        self._form: str | None = None  # the form chosen without a probe
+        self._probe: FormProbe | None = None  # the shared probe of an OpenAI-compatible model
 
     def __call__(
         self,
@@ -139,6 +143,13 @@ class StructuredCaller:
                     still.append(i)
         return still
 
+    @property
+    def form(self) -> str | None:
+        """The structured-output form in use: ``json_schema``, ``json_object`` (with the
+        schema) or ``text`` (the tolerant parsers); None before the first call, and while an
+        endpoint's form is still unknown (its probe failed for a reason that says nothing)."""
+        return self._probe.form if self._probe is not None else self._form
+
     def _runnable(self, schema: dict[str, Any]) -> tuple[Any, bool]:
         key = json.dumps(schema, sort_keys=True)
         if key not in self._runnables:
@@ -146,20 +157,27 @@ class StructuredCaller:
         return self._runnables[key]
 
     def _make_runnable(self, schema: dict[str, Any]) -> tuple[Any, bool]:
+        if self.structured == "auto" and needs_probe(self.llm):
+            # A server may refuse json_schema: find out (once per model) which form it takes.
+            self._probe = probe_for(self.llm)
+            return AdaptiveStructured(self.llm, schema, self._probe, self.role), True
         if self.structured != "off":
             try:
-                return self.llm.with_structured_output(schema, method="json_schema", include_raw=True), True
+                runnable = self.llm.with_structured_output(schema, method="json_schema", include_raw=True)
+                self._form = "json_schema"
+                return runnable, True
             except (NotImplementedError, ValueError, TypeError) as exc:
                 if self.structured == "on":
                     raise
                 log.debug("%s: no structured output (%s); parsing text", self.role, exc)
+        self._form = "text"
         return self.llm, False
 
 
 def _unpack(reply: Any, structured: bool) -> tuple[AIMessage | None, dict[str, Any] | None, Any]:
     """(raw message, parsed JSON object or None, call error or None) from a batch reply."""
     if isinstance(reply, Exception):
-        return None, None, f"{type(reply).__name__}: {reply}"
+        return None, None, f"{type(reply).__name__}: {one_line(reply)}"
     if structured:
         parsed = reply.get("parsed")
         if hasattr(parsed, "model_dump"):
@@ -170,12 +188,7 @@ def _unpack(reply: Any, structured: bool) -> tuple[AIMessage | None, dict[str, A
 
 
 def _text(message: Any) -> str:
-    if message is None:
-        return ""
-    content = getattr(message, "content", message)
-    if isinstance(content, list):  # content blocks
-        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
-    return str(content)
+    return parsing.message_text(message)
 
 
 def _prompt_vars(trace: Trace) -> dict[str, Any]:
@@ -204,6 +217,11 @@ class Questioner:
         self.max_sub_questions = max_sub_questions
         self.prompt = prompt or load_prompt("questioner", prompts_dir)
         self.caller = StructuredCaller(llm, "questioner", prompts_dir=prompts_dir, **caller_options)
+
+    @property
+    def structured_form(self) -> str | None:
+        """The structured-output form the questioner's model takes (see StructuredCaller.form)."""
+        return self.caller.form
 
     def schema(self) -> dict[str, Any]:
         """The JSON schema of a reply: 1..max short questions ending in a question mark."""
@@ -274,6 +292,11 @@ class Reasoner:
         self.prompt = prompt or load_prompt("reasoner", prompts_dir)
         self.caller = StructuredCaller(llm, "reasoner", prompts_dir=prompts_dir, **caller_options)
 
+    @property
+    def structured_form(self) -> str | None:
+        """The structured-output form the reasoner's model takes (see StructuredCaller.form)."""
+        return self.caller.form
+
     @staticmethod
     def schema(trace: Trace) -> dict[str, Any]:
         """The JSON schema of a verdict; choice kinds constrain the answer to valid options."""
@@ -325,6 +348,12 @@ class Reasoner:
                     raise ModelOutputError("this is the last round: give an answer, not 'unknown'", raw)
                 return Verdict(analysis=analysis, answer=None, confidence=0.0)
             if not choices:
+                # The schema's pattern, checked here too: a reply parsed from text (no
+                # structured output, or a server that ignored the schema) is held to it as well.
+                if not re.match(OPEN_ANSWER_PATTERN, answer):
+                    raise ModelOutputError(
+                        f"the answer {answer!r} is not a short phrase of letters and numbers", raw
+                    )
                 return Verdict(analysis=analysis, answer=answer, confidence=confidence)
             index = parsing.match_choice(answer, choices)
             if index is None:

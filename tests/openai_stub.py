@@ -8,6 +8,10 @@ real ``usage`` fields (whitespace-separated words stand in for tokens).
     with StubServer() as stub:
         stub.queue(Status(429), Status(503))   # the next two requests fail, then...
         stub.reply = lambda body: "red"        # ...every request gets "red"
+
+``refuse`` makes it a server without some forms of structured output: a request whose
+``response_format`` type is a key gets that behaviour instead (before the script), e.g.
+``StubServer(refuse={"json_schema": LLAMA_CPP_PYTHON_REFUSAL})``.
 """
 
 from __future__ import annotations
@@ -60,6 +64,14 @@ NO_CHOICES = Completion(choices=[])
 EMPTY_CONTENT = Completion(choices=[{"index": 0, "message": {"role": "assistant", "content": ""},
                                      "finish_reason": "stop"}])
 Behaviour = str | Status | Slow | NotJSON | Completion
+# What llama-cpp-python's server answers to response_format {"type": "json_schema", ...}.
+LLAMA_CPP_PYTHON_REFUSAL = Status(500, "response_format.type: Input should be 'text' or 'json_object'")
+
+
+def format_of(body: dict[str, Any]) -> str | None:
+    """The request's response_format type ("json_schema", "json_object", ...), or None."""
+    response_format = body.get("response_format")
+    return response_format.get("type") if isinstance(response_format, dict) else None
 
 
 def text_of(body: dict[str, Any]) -> str:
@@ -82,9 +94,10 @@ class StubServer:
     """The server; use as a context manager (it serves on a thread while inside)."""
 
     def __init__(self, reply: Callable[[dict[str, Any]], Behaviour] | None = None, latency: float = 0.0,
-                 port: int = 0) -> None:
+                 port: int = 0, refuse: dict[str, Behaviour] | None = None) -> None:
         self.reply: Callable[[dict[str, Any]], Behaviour] = reply or (lambda body: "ok")
         self.latency = latency  # seconds every request takes, so that concurrency shows
+        self.refuse = dict(refuse or {})  # response_format type -> the behaviour that refuses it
         self.requests: list[dict[str, Any]] = []  # every request body, in arrival order
         self.in_flight = 0
         self.max_in_flight = 0
@@ -116,6 +129,9 @@ class StubServer:
             self.requests.append(body)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            refusal = self.refuse.get(format_of(body) or "")
+            if refusal is not None:
+                return refusal
             scripted = self._script.popleft() if self._script else None
         return scripted if scripted is not None else self.reply(body)
 

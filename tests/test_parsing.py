@@ -70,21 +70,71 @@ def test_sub_question_formats(text, expected):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(0.7, 0.7), ("0.7", 0.7), ("85%", 0.85), ("85", 0.85), ("high", 0.85), (1.5, 0.015), (250, 1.0), (-3, 0.0), ("none", None)],
+    [
+        (0.7, 0.7), ("0.7", 0.7), (1, 1.0), ("85%", 0.85), ("85 %", 0.85), ("85 percent", 0.85), ("85", 0.85),
+        (85, 0.85), ("high", 0.85), ("8/10", 0.8), ("4 out of 5", 0.8), ("confidence 3 / 4", 0.75),
+        # Out of range or ambiguous: refused (None), never clamped or divided into a small number.
+        ("1.5", None), (1.5, None), ("8", None), (250, None), (-3, None), ("12/10", None), ("1/0", None),
+        ("150%", None), (float("inf"), None), ("none", None),
+    ],
 )
 def test_confidence_formats(value, expected):
-    assert parsing.parse_confidence(value) == pytest.approx(expected) if expected is not None else parsing.parse_confidence(value) is None
+    confidence = parsing.parse_confidence(value)
+    assert confidence is None if expected is None else confidence == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
     ("answer", "index"),
     [
-        ("B", 1), ("(b)", 1), ("B) dog", 1), ("Answer 1", 0), ("option 2: dog", 1), ("DOG.", 1),
-        ("It is a dog", 1), ("a cat", 0), ("dogg", 1), ("E", None), ("both", None), ("a", 0),
+        ("B", 1), ("(b)", 1), ("B) dog", 1), ("Answer 1", 0), ("option 2: dog", 1), ("(2)", 1), ("DOG.", 1),
+        ("It is a dog", 1), ("a cat", 0), ("dogg", 1), ("E", None), ("both", None), ("a", 0), ("2", 1), ("2. cat", 0),
+        ("2 cats", None),  # a count, not the second choice
     ],
 )
 def test_match_choice(answer, index):
     assert parsing.match_choice(answer, ["cat", "dog"]) == index
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [("3 dogs", "3"), ("3", "3"), ("answer 4", "4"), ("option 4", "4"), ("B", "3"), ("(a)", "2"), ("five", None)],
+)
+def test_a_number_among_numeric_choices_is_the_choice_not_a_position(answer, expected):
+    choices = ["2", "3", "4", "5"]
+    index = parsing.match_choice(answer, choices)
+    assert (choices[index] if index is not None else None) == expected
+
+
+@pytest.mark.parametrize("answer", ["none", "None.", "zero", "nothing"])
+def test_none_is_an_answer(answer):
+    assert not parsing.is_undecided(answer)
+
+
+@pytest.mark.parametrize("answer", ["unknown", "Not sure.", "cannot tell", "I don't know", "", "  ", None, "N/A"])
+def test_non_answers_are_undecided(answer):
+    assert parsing.is_undecided(answer)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"analysis": "ok", "answer": "yes", "confidence": 0.7', {"analysis": "ok", "answer": "yes", "confidence": 0.7}),
+        ('{"analysis": "ok", "answer": "yes", "confidence": 0.7,', {"analysis": "ok", "answer": "yes", "confidence": 0.7}),
+        ('{"analysis": "ok", "answer": "yes", "confidence": 0.', {"analysis": "ok", "answer": "yes"}),
+        ('{"analysis": "ok", "answer": "ye', {"analysis": "ok"}),
+        ('{"analysis": "a {brace}, and more", "answer": "no", "conf', {"analysis": "a {brace}, and more", "answer": "no"}),
+        ("analysis: ok\nanswer: yes, confidence: 0.7}", {"analysis": "ok", "answer": "yes", "confidence": "0.7"}),
+        ('"answer": "yes", "confidence": 0.7', {"answer": "yes", "confidence": "0.7"}),
+    ],
+)
+def test_truncated_and_broken_verdicts_keep_only_complete_fields(text, expected):
+    assert parsing.parse_verdict_fields(text) == expected
+
+
+def test_truncated_sub_questions_keep_the_complete_ones():
+    assert parsing.extract_json('{"sub_questions": ["Is it red?", "Is it bi') == {"sub_questions": ["Is it red?"]}
+    assert parsing.extract_json("{not json} and {\"a\": 1}") == {"a": 1}
+    assert parsing.extract_json("{not json at all") is None
 
 
 def test_plain_verdict_lines():

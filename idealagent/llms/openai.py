@@ -15,7 +15,9 @@ load balancer) instead of a model in this process. ``EndpointChatModel`` is lang
   overloaded after every try ``InfrastructureError`` (neither is ever a result).
 
 ``with_structured_output(schema, method="json_schema")`` sends ``response_format`` of type
-``json_schema``, which vLLM and SGLang turn into constrained decoding. Token counts come back in
+``json_schema``, which vLLM and SGLang turn into constrained decoding. Servers that refuse it
+(llama.cpp, llama-cpp-python) are asked in another form by the roles (idealagent/structured.py);
+a 5xx that names the response_format is such a refusal and is not retried. Token counts come back in
 ``AIMessage.usage_metadata`` and from there reach ``Trace.usage``.
 
 Environment (read by ``chat_model_from_env``, ``endpoint_from_env`` and the answerer's
@@ -64,6 +66,7 @@ from idealagent.errors import (
     ServiceDownError,
     one_line,
 )
+from idealagent.structured import rejects_form
 
 try:
     import openai
@@ -158,8 +161,11 @@ def retry_after(exc: BaseException | None) -> float | None:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether another try may succeed: overload, server error, timeout, dropped connection."""
+    """Whether another try may succeed: overload, server error, timeout, dropped connection;
+    not a 5xx that refuses the ``response_format`` (llama-cpp-python's answer to json_schema)."""
     if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500 and rejects_form(exc.status_code, _server_message(exc)):
+            return False
         return exc.status_code in TRANSIENT_STATUS or exc.status_code >= 500
     return isinstance(exc, openai.APIConnectionError)  # includes APITimeoutError
 
