@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.padding import Padding
+from rich.text import Text
 
 from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
 from idealagent.cli.options import (
@@ -121,16 +122,12 @@ def list_presets() -> None:
     console = Console()
     for name in preset_names():
         preset = PRESETS[name]
-        console.print(f"[bold]{name}[/]  [dim]pip install 'idealagent[{preset.extra}]'[/]", highlight=False)
-        rows = Table.grid(padding=(0, 2), pad_edge=False)
-        rows.add_column(style="dim", no_wrap=True)
-        rows.add_column(overflow="fold")
-        rows.add_row("", preset.description)
-        for role, model in preset.models.items():
-            rows.add_row("", f"{role}: {model}")
-        settings = ", ".join(f"{key}={value}" for key, value in preset.settings.items())
-        rows.add_row("", f"[dim]{settings}[/]" if settings else "[dim]the default settings[/]")
-        console.print(rows, highlight=False)
+        console.print(Text.assemble((name, "bold"), "  ", (f"pip install 'idealagent[{preset.extra}]'", "dim")))
+        # Indented text that wraps at the terminal's width: every line fits 80 columns.
+        lines = [preset.description, *(f"{role}: {model}" for role, model in preset.models.items()),
+                 ", ".join(f"{key}={value}" for key, value in preset.settings.items()) or "default settings"]
+        for line in lines:
+            console.print(Padding(Text(line), (0, 0, 0, 2)))
         console.print()
 
 
