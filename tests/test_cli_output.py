@@ -220,3 +220,21 @@ def test_loading_weights_prints_no_progress_bar(tmp_path: Path, capfd: pytest.Ca
     LocalChatModel.from_pretrained(folder)
     assert "Loading weights" not in capfd.readouterr().err
     assert hf_logging.is_progress_bar_enabled()  # put back as it was
+
+
+def test_cli_modules_import_downwards_only() -> None:
+    # __init__ assembles the app from ask and evaluation; they share common and options, which
+    # import no other CLI module; nothing imports the package back.
+    import ast
+
+    import idealagent.cli
+
+    folder = Path(idealagent.cli.__file__).parent
+    imports = {path.stem: {node.module.removeprefix("idealagent.cli.") for node in ast.walk(ast.parse(path.read_text()))
+                           if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("idealagent.cli.")}
+               for path in folder.glob("*.py") if path.stem != "__main__"}
+    assert imports["common"] == imports["options"] == set()
+    assert imports["ask"] <= {"common", "options"} and imports["evaluation"] <= {"common", "options"}
+    assert "idealagent.cli" not in {node.module for path in folder.glob("*.py") if path.stem != "__main__"
+                                    for node in ast.walk(ast.parse(path.read_text()))
+                                    if isinstance(node, ast.ImportFrom)}
