@@ -36,6 +36,11 @@ STOP_REASONS = {
 }
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 sample``, ``2 samples``: a count with its noun agreeing (``many`` for irregular ones)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
 def confidence_bar(confidence: float | None, threshold: float, width: int = BAR_WIDTH) -> Text:
     """A bar of blocks with the value: red below the threshold, green at or above it."""
     if confidence is None:
@@ -85,21 +90,38 @@ def result_panel(trace: Trace, threshold: float) -> Panel:
     rows.add_column(style="bold", no_wrap=True)
     rows.add_column()
     answer = Text(trace.answer, style="bold green") if trace.answer else Text("no answer", style="bold red")
+    source = answer_round(trace)
+    if source is not None and trace.rounds and source != trace.rounds[-1].index:
+        answer.append(f"  (from round {source})", style="dim")
     rows.add_row("answer", answer)
     rows.add_row("confidence", confidence_bar(trace.confidence, threshold))
     rows.add_row("stopped", Text(stop_reason_text(trace)))
-    rows.add_row("rounds", f"{len(trace.rounds)} ({len(trace.sub_questions)} sub-questions)")
+    rows.add_row("rounds", f"{len(trace.rounds)} ({plural(len(trace.sub_questions), 'sub-question')})")
     usage = trace.usage
     rows.add_row(
         "LLM",
-        f"{usage.llm_calls} calls, {usage.llm_input_tokens} tokens in, {usage.llm_output_tokens} out",
+        f"{plural(usage.llm_calls, 'call')}, {plural(usage.llm_input_tokens, 'token')} in, "
+        f"{usage.llm_output_tokens} out",
     )
-    answerer_tokens = (f", {usage.answerer_input_tokens} tokens in, {usage.answerer_output_tokens} out"
+    answerer_tokens = (f", {plural(usage.answerer_input_tokens, 'token')} in, {usage.answerer_output_tokens} out"
                        if usage.answerer_input_tokens or usage.answerer_output_tokens else "")
-    rows.add_row("answerer", f"{usage.answerer_calls} answers{answerer_tokens}")
+    rows.add_row("answerer", f"{plural(usage.answerer_calls, 'answer')}{answerer_tokens}")
     phases = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in trace.timings.items())
     rows.add_row("latency", f"{trace.latency_s:.2f}s" + (f" ({phases})" if phases else ""))
     return Panel(rows, title="Result", title_align="left", border_style="green" if trace.answer else "red")
+
+
+def answer_round(trace: Trace) -> int | None:
+    """The round whose verdict is the trace's answer (the latest, if several agree), or None.
+
+    After a forced last round or a failed role the agent keeps the most confident earlier
+    verdict, so the answer need not be the last round's.
+    """
+    if trace.answer is None:
+        return None
+    matches = [r.index for r in trace.rounds if r.verdict is not None
+               and r.verdict.answer == trace.answer and r.verdict.confidence == trace.confidence]
+    return matches[-1] if matches else None
 
 
 def stop_reason_text(trace: Trace) -> str:
@@ -227,7 +249,7 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     console.print(run_identity(summary), style="dim", highlight=False, soft_wrap=True)
     console.print(_stats_table(summary["overall"]))
     # The warnings themselves were logged by read_results; this line just says they happened.
-    notes = [f"{len(summary['files'])} file(s)", f"{summary['overall']['n']} samples"]
+    notes = [f"{len(summary['files'])} file(s)", plural(summary["overall"]["n"], "sample")]
     if summary["skipped_lines"]:
         notes.append(f"{summary['skipped_lines']} unreadable line(s) skipped")
     if summary["duplicate_ids"]:

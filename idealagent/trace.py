@@ -121,6 +121,15 @@ class Round(BaseModel):
     forced: bool = False  # the last allowed round: the reasoner had to commit to an answer
     failures: list[Failure] = Field(default_factory=list)
 
+    def __str__(self) -> str:
+        """One line for ``print``: ``Round 1: 2 sub-questions; verdict 'cat' at 0.90``."""
+        count = len(self.sub_qas)
+        head = f"Round {self.index}{' (final)' if self.forced else ''}: {count} sub-question{'' if count == 1 else 's'}"
+        if self.verdict is None:
+            return f"{head}; not judged yet"
+        answer = repr(self.verdict.answer) if self.verdict.answer else "undecided"
+        return f"{head}; verdict {answer} at {self.verdict.confidence:.2f}"
+
 
 class Usage(BaseModel):
     """Model calls and tokens spent on one sample.
@@ -155,6 +164,14 @@ class Trace(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     # The loop settings this trace ran under (max_rounds, confidence_threshold, ...).
     settings: dict[str, Any] = Field(default_factory=dict)
+
+    def __str__(self) -> str:
+        """One line for ``print``: the question, the answer, its confidence, and why it stopped."""
+        rounds = len(self.rounds)
+        head = f"{self.sample.question!r} → "
+        head += f"{self.answer!r} at {self.confidence:.2f}" if self.answer is not None else "no answer"
+        head += f" after {rounds} round{'' if rounds == 1 else 's'}"
+        return head + (f" ({self.stop_reason})" if self.stop_reason else " (running)")
 
     @property
     def done(self) -> bool:

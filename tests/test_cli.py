@@ -169,7 +169,7 @@ def test_a_failing_answerer_is_logged_in_one_line_and_exits_1(script: Script) ->
         (["Which?", "--preset", "huge"], ["huge", "scripted", "tiny"]),
         (["Which?", "--kind", "essay"], ["essay", "open", "multiple_choice", "yes_no", "entailment"]),
         (["Which?", "--kind", "open", "-c", "a", "-c", "b"], ["no choices"]),
-        (["Which?", "--structured", "maybe"], ["structured", "auto, on, off", "'maybe'"]),
+        (["Which?", "--structured", "maybe"], ["structured", "'auto', 'on' or 'off'", "'maybe'"]),
     ],
 )
 def test_bad_arguments_exit_2_before_any_model_loads(script: Script, args, fragments) -> None:

@@ -55,10 +55,35 @@ def test_eval_writes_results_and_a_summary(tmp_path: Path, builds: Builds) -> No
     accuracy = sum(map(expected_score, range(N_ITEMS))) / N_ITEMS
     assert f"{N_ITEMS} samples (0 failed): agent {accuracy:.1%}, baseline 100.0%" in result.stdout
     assert f"idealagent report {out}" in result.stdout
-    assert "10/30 done" in result.stderr and "30/30 done" in result.stderr  # a line every 10, not a terminal
+    # Not a terminal: what it loads, what it runs, then (the run being shorter than the
+    # progress interval) only the final progress line.
+    assert result.stderr.splitlines() == [
+        "loading the fake-eval preset's models…",
+        f"running {N_ITEMS} samples; a progress line every 30s and at the end",
+        result.stderr.splitlines()[-1]]
+    assert result.stderr.splitlines()[-1].startswith(f"{N_ITEMS}/{N_ITEMS} done, agent {accuracy:.1%}")
     again = run_eval_cli(data, out)  # all done: the models do not even load
     assert again.exit_code == 0 and builds.count == 1
     assert "30 of 30 samples already in" in again.stderr
+
+
+def test_without_a_terminal_progress_lines_follow_the_clock(tmp_path: Path, builds: Builds,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import idealagent.cli.evaluation
+
+    clock = iter(range(0, 10_000, 7))  # each look at the clock is 7 s after the one before
+    monkeypatch.setattr(idealagent.cli.evaluation, "_now", lambda: float(next(clock)))
+    monkeypatch.setattr(idealagent.cli.evaluation, "PROGRESS_EVERY_S", 20.0)
+    data, out = write_fixture(tmp_path / "data", n=12), tmp_path / "r.jsonl"
+    result = run_eval_cli(data, out, "--batch-size", "1")
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.stderr.splitlines() if " done, " in line]
+    # Started at 0 s; updates at 7, 14, 21 (printed), 28, 35, 42 (printed), ...: every third one,
+    # so every 21 s, and the last sample's line whatever the clock says.
+    done = [int(line.split("/")[0]) for line in progress]
+    assert done == [3, 6, 9, 12]
+    assert result.stderr.splitlines()[:2] == [
+        "loading the fake-eval preset's models…", "running 12 samples; a progress line every 20s and at the end"]
 
 
 @pytest.mark.parametrize(
@@ -189,7 +214,7 @@ def test_on_a_terminal_a_progress_bar_shows_counts_and_accuracies(tmp_path: Path
 
     from rich.console import Console
 
-    from idealagent.evaluation.cli import _run_with_bar
+    from idealagent.cli.evaluation import _run_with_bar
     from idealagent.evaluation.runner import expected_settings, prepare_eval
     from idealagent.presets import load_preset
 

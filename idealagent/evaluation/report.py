@@ -176,7 +176,8 @@ def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[st
     read = header.get("read", {})
     return {
         "benchmark": header.get("benchmark"), "split": header.get("split"), "preset": header.get("preset"),
-        "settings": header.get("settings", {}), "seed": header.get("seed"), "baseline": baseline,
+        "settings": header.get("settings", {}), "seed": header.get("seed"), "limit": header.get("limit"),
+        "baseline": baseline,
         # What else the fingerprint holds, shown so a reader knows what the numbers are of.
         "models": header.get("settings", {}).get("models") or {},
         "vqa_metric": header_field(header, "vqa_metric"), "prompts_sha256": header.get("prompts_sha256"),

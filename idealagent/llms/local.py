@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +110,10 @@ class LocalChatModel(BaseChatModel):
             load_kwargs.setdefault("use_safetensors", True)
         tokenizer_kwargs = {k: v for k, v in load_kwargs.items() if k in SHARED_LOAD_KWARGS}
         try:
-            tokenizer = AutoTokenizer.from_pretrained(name, **tokenizer_kwargs)
-            require_chat_template(tokenizer, name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **load_kwargs)
+            with quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(name, **tokenizer_kwargs)
+                require_chat_template(tokenizer, name)
+                model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **load_kwargs)
         except (OSError, ValueError) as error:  # transformers' "not found" and "not a model"
             raise ModelLoadError(load_failure_message(name, error)) from error
         return cls(
@@ -330,6 +333,23 @@ class LocalChatModel(BaseChatModel):
 
         bound = self.bind(json_schema=json_schema)
         return bound | RunnableLambda(parse_keeping_raw if include_raw else parse)
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' progress bars and warnings while weights load, then restore them:
+    the library never prints, and a "Loading weights" bar in a notebook or a log is noise."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def require_chat_template(tokenizer: Any, name: str) -> None:

@@ -1,13 +1,15 @@
-"""The ``idealagent eval`` and ``idealagent report`` commands (registered at the end of cli.py).
+"""``idealagent eval`` runs a benchmark, ``report`` summarises results files, ``bench`` measures speed.
 
 ``eval`` checks every argument, the data and the results file before any model loads; then it
-shows a progress bar on a terminal (a line every few samples otherwise) and ends with a short
-summary. ``report`` reads one or more results files and prints the full report.
+shows a progress bar on a terminal (elsewhere, under a batch scheduler or into a file, a line
+every ``PROGRESS_EVERY_S`` seconds) and ends with a short summary. ``report`` reads one or more
+results files and prints the full report.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from idealagent.cli_options import (
+from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
+from idealagent.cli.options import (
     Debug,
     LlmOption,
     MaxRounds,
@@ -25,7 +28,11 @@ from idealagent.cli_options import (
     Threshold,
     Verbose,
     VlmOption,
+    flag,
+    loop_overrides,
+    setting_option,
 )
+from idealagent.console import plural
 from idealagent.errors import InfrastructureError, InputError, ModelLoadError
 from idealagent.evaluation import runner
 from idealagent.evaluation.metrics import DEFAULT_VQA_METRIC
@@ -37,32 +44,37 @@ from idealagent.evaluation.runner import (
     progress_line,
 )
 
-LOG_EVERY = 10  # samples between progress lines when stderr is not a terminal
+# Seconds between progress lines when stderr is not a terminal: often enough for a batch job's
+# log to show it is alive, rarely enough to stay readable.
+PROGRESS_EVERY_S = 30.0
 
 
 def eval_command(
-    benchmark: Annotated[str, typer.Argument(help="Benchmark name, e.g. vqav2, gqa, easy-vqa, jsonl, hf.",
-                                             show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Results file (JSON Lines); re-running resumes it.",
-                                      show_default=False)],
-    data: Annotated[str | None, typer.Option("--data", help="Folder (or file, for jsonl) with the benchmark's data; for hf a Hugging Face dataset id or a saved folder.")]
-    = None,
-    split: Annotated[str | None, typer.Option("--split", help="Split to run (default: the benchmark's first).")]
-    = None,
+    benchmark: Annotated[str, typer.Argument(
+        metavar="BENCHMARK", show_default=False, help="Benchmark name, e.g. vqav2, gqa, easy-vqa, jsonl, hf.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", metavar="PATH", show_default=False,
+        help="Results file (JSON Lines); re-running resumes it.")],
+    data: Annotated[str | None, typer.Option(
+        "--data", metavar="PATH", show_default=False,
+        help="Folder (or file, for jsonl) with the benchmark's data; for hf a Hugging Face dataset id or a "
+        "saved folder.")] = None,
+    split: Annotated[str | None, typer.Option(
+        "--split", metavar="NAME", show_default="the benchmark's first", help="Split to run.")] = None,
     preset: PresetOption = "tiny",
-    limit: Annotated[int | None, typer.Option("--limit", help="Run a seeded random subset of this many samples.")]
+    limit: Annotated[int | None, typer.Option(
+        "--limit", metavar="N", show_default=False, help="Run a seeded random subset of this many samples.")]
     = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit subset.")] = 0,
-    shard: Annotated[str, typer.Option("--shard", help="i/n: run every n-th sample from the i-th (0-based).")]
-    = "0/1",
-    force: Annotated[bool, typer.Option("--force", help="Start --out afresh, deleting what it holds (even another config's results).")]
-    = False,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Samples the agent runs together.")]
-    = None,
-    no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the answerer-only baseline.")] = False,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the --limit subset.")] = 0,
+    shard: Annotated[str, typer.Option(
+        "--shard", metavar="I/N", help="Run every n-th sample from the i-th (0-based).")] = "0/1",
+    force: Annotated[bool, flag(
+        "--force", help="Start --out afresh, deleting what it holds (even another config's results).")] = False,
+    batch_size: Annotated[int | None, setting_option("batch_size", "--batch-size")] = None,
+    no_baseline: Annotated[bool, flag("--no-baseline", help="Skip the answerer-only baseline.")] = False,
     vqa_metric: Annotated[str, typer.Option(
-        "--vqa-metric", help="VQA accuracy: vqa2021 (the official vqaEval.py since 2021) or vqa-legacy (its "
-        "older answer processing, as LAVIS and lmms-eval report).")] = DEFAULT_VQA_METRIC,
+        "--vqa-metric", metavar="NAME", help="VQA accuracy: vqa2021 (the official vqaEval.py since 2021) or "
+        "vqa-legacy (its older answer processing, as LAVIS and lmms-eval report).")] = DEFAULT_VQA_METRIC,
     max_rounds: MaxRounds = None,
     threshold: Threshold = None,
     max_sub_questions: MaxSubQuestions = None,
@@ -73,65 +85,64 @@ def eval_command(
     debug: Debug = False,
 ) -> None:
     """Run a benchmark; one line per sample goes to --out as it finishes (safe to kill and re-run)."""
-    from idealagent.cli import _check_loop, _cli_logging, _error, _exit_on_error, _load_agent
-
-    with _cli_logging(verbose, debug), _exit_on_error(debug):
+    with cli_logging(verbose, debug), exit_on_error(debug):
         shard_pair = parse_shard(shard)
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-        overrides = _check_loop(preset, max_rounds, threshold, max_sub_questions, vlm=vlm, llm=llm,
-                                structured=structured)
+        overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
+                                   max_sub_questions=max_sub_questions, structured=structured, vlm=vlm, llm=llm)
         plan = prepare_eval(benchmark, data, split, out=out, preset=preset,
                             settings=expected_settings(preset, overrides), limit=limit, seed=seed,
                             shard=shard_pair, force=force, baseline=not no_baseline, vqa_metric=vqa_metric)
         console = Console(stderr=True)  # the loader has already warned about malformed records
         done = len(plan.items) - len(plan.pending)
         if done:
-            typer.echo(f"{done} of {len(plan.items)} samples already in {out}; running the other "
+            typer.echo(f"{done} of {plural(len(plan.items), 'sample')} already in {out}; running the other "
                        f"{len(plan.pending)}", err=True)
         agent = None
         if plan.pending:
             if batch_size is not None:
                 overrides["batch_size"] = batch_size
-            agent = _load_agent(preset, overrides)
+            agent = load_agent(preset, overrides, announce=True)
         resume = f"the finished samples are kept in {out}; run the same command again to resume"
         try:
             if console.is_terminal:
                 result = _run_with_bar(plan, agent, console)
             else:
+                if plan.pending:
+                    typer.echo(f"running {plural(len(plan.pending), 'sample')}; a progress line every "
+                               f"{PROGRESS_EVERY_S:g}s and at the end", err=True)
                 result = plan.run(agent, on_progress=_line_printer())
         except KeyboardInterrupt:
-            _error(f"interrupted; {resume}")
+            error_line(f"interrupted; {resume}")
             raise typer.Exit(130) from None
         except (InfrastructureError, ModelLoadError) as exc:  # nothing in flight was recorded
             raise type(exc)(f"{exc}; {resume}") from exc
         _print_summary(plan, result)
         if result.unfinished:
             raise InfrastructureError(
-                f"{result.unfinished} samples were left unfinished because a model service kept failing on "
-                f"them; they are not in {out}: run the same command again to retry them")
+                f"{plural(result.unfinished, 'sample')} left unfinished because a model service kept failing "
+                f"on them; they are not in {out}: run the same command again to retry them")
 
 
 def report_command(
-    results: Annotated[list[Path], typer.Argument(help="Results file(s) of one run (shards merge).",
-                                                  show_default=False)],
-    json_output: Annotated[bool, typer.Option("--json", help="Print only the summary JSON on stdout.")] = False,
+    results: Annotated[list[Path], typer.Argument(
+        metavar="RESULTS", show_default=False, help="Results file(s) of one run (shards merge).")],
+    json_output: Annotated[bool, flag("--json", help="Print only the summary JSON on stdout.")] = False,
     out_dir: Annotated[Path | None, typer.Option(
-        "--out-dir", help="Where summary.json and the plots go (default: RESULTS.report/ beside the first file).")]
-    = None,
-    force: Annotated[bool, typer.Option(
+        "--out-dir", metavar="PATH", show_default="RESULTS.report/ beside the first file",
+        help="Where summary.json and the plots go.")] = None,
+    force: Annotated[bool, flag(
         "--force", help="Merge files even if their runs differ (models, settings, prompts, version, metric).",
-    )]
-    = False,
+    )] = False,
     verbose: Verbose = False,
     debug: Debug = False,
 ) -> None:
     """Summarise results files: accuracy agent vs baseline, per question type, calibration, cost, plots."""
-    from idealagent.cli import _cli_logging, _exit_on_error
     from idealagent.console import render_report
     from idealagent.evaluation.report import read_results, summarize, write_plots
 
-    with _cli_logging(verbose, debug), _exit_on_error(debug):
+    with cli_logging(verbose, debug), exit_on_error(debug):
         header, rows = read_results(results, force=force)
         summary = summarize(header, rows)
         folder = out_dir or results[0].with_suffix(".report")
@@ -149,34 +160,38 @@ def report_command(
 
 def bench_command(
     preset: PresetOption = "tiny",
-    samples: Annotated[int, typer.Option("--samples", "-n", help="Questions to run at each batch size.")] = 8,
+    samples: Annotated[int, typer.Option(
+        "--samples", "-n", metavar="N", help="Questions to run at each batch size.")] = 8,
     batch_size: Annotated[list[int] | None, typer.Option(
-        "--batch-size", "-b", help="A batch size to measure; repeat for several (default: 1 and 8).")] = None,
+        "--batch-size", "-b", metavar="N", show_default="1 and 8",
+        help="A batch size to measure; repeat for several.")] = None,
     mode: Annotated[list[str] | None, typer.Option(
-        "--mode", help="agent (the whole loop) or baseline (the answerer alone); repeat for both (default).")]
+        "--mode", metavar="MODE", show_default="both",
+        help="agent (the whole loop) or baseline (the answerer alone); repeat for both.")] = None,
+    benchmark: Annotated[str, typer.Option(
+        "--benchmark", metavar="NAME", help="Where the questions come from.")] = "easy-vqa",
+    data: Annotated[str | None, typer.Option(
+        "--data", metavar="PATH", show_default=False, help="The benchmark's data folder (not for easy-vqa).")]
     = None,
-    benchmark: Annotated[str, typer.Option("--benchmark", help="Where the questions come from.")] = "easy-vqa",
-    data: Annotated[str | None, typer.Option("--data", help="The benchmark's data folder (not for easy-vqa).")]
-    = None,
-    split: Annotated[str | None, typer.Option("--split", help="Split (default: the benchmark's first).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the question subset.")] = 0,
+    split: Annotated[str | None, typer.Option(
+        "--split", metavar="NAME", show_default="the benchmark's first", help="Split.")] = None,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the question subset.")] = 0,
     max_rounds: MaxRounds = None,
     threshold: Threshold = None,
     max_sub_questions: MaxSubQuestions = None,
     structured: Structured = None,
     vlm: VlmOption = None,
     llm: LlmOption = None,
-    json_output: Annotated[bool, typer.Option("--json", help="One JSON line per measurement on stdout.")] = False,
+    json_output: Annotated[bool, flag("--json", help="One JSON line per measurement on stdout.")] = False,
     verbose: Verbose = False,
     debug: Debug = False,
 ) -> None:
     """Measure a preset's throughput: samples/s of the loop and of the direct-answer baseline."""
-    from idealagent.cli import _check_loop, _cli_logging, _exit_on_error, _load_agent
     from idealagent.console import render_bench
     from idealagent.evaluation.bench import MODES, run_bench
     from idealagent.evaluation.datasets import load_benchmark
 
-    with _cli_logging(verbose, debug), _exit_on_error(debug):
+    with cli_logging(verbose, debug), exit_on_error(debug):
         modes = mode or list(MODES)
         unknown = sorted(set(modes) - set(MODES))
         if unknown:
@@ -184,10 +199,10 @@ def bench_command(
         sizes = batch_size or [1, 8]
         if samples < 1 or min(sizes) < 1:
             raise InputError("--samples and every --batch-size must be at least 1")
-        overrides = _check_loop(preset, max_rounds, threshold, max_sub_questions, vlm=vlm, llm=llm,
-                                structured=structured)
+        overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
+                                   max_sub_questions=max_sub_questions, structured=structured, vlm=vlm, llm=llm)
         items = load_benchmark(benchmark, data, split, limit=samples, seed=seed).items
-        agent = _load_agent(preset, overrides)
+        agent = load_agent(preset, overrides)
         lines = []
         for line in run_bench(agent, items, sizes, modes):  # type: ignore[arg-type]
             line = {"preset": preset, "benchmark": benchmark, **line}
@@ -219,12 +234,24 @@ def _run_with_bar(plan: runner.EvalPlan, agent: Any, console: Console) -> EvalRe
 
 
 def _line_printer() -> Any:
-    """A progress callback that echoes a line to stderr every LOG_EVERY samples and at the end."""
+    """A progress callback that echoes a line to stderr every PROGRESS_EVERY_S seconds and at the
+    end: a steady pulse for logs, whether samples take milliseconds or minutes."""
+    last = _now()
+
     def show(progress: runner.Progress) -> None:
-        if progress.new and (progress.new % LOG_EVERY == 0 or progress.new == progress.pending):
+        nonlocal last
+        if not progress.new:
+            return
+        now = _now()
+        if now - last >= PROGRESS_EVERY_S or progress.new == progress.pending:
+            last = now
             typer.echo(progress_line(progress), err=True)
 
     return show
+
+
+def _now() -> float:
+    return time.monotonic()  # a function of its own so that tests can move the clock
 
 
 def _print_summary(plan: runner.EvalPlan, result: EvalResult) -> None:
@@ -232,7 +259,7 @@ def _print_summary(plan: runner.EvalPlan, result: EvalResult) -> None:
     header = plan.header
     baseline = f", baseline {_pct(result.baseline_accuracy)}" if header["baseline"] else ""
     speed = f", {result.samples_per_s:.2f} samples/s" if result.samples_per_s else ""
-    typer.echo(f"{header['benchmark']} {header['split']}: {result.n} samples ({result.failures} failed): "
+    typer.echo(f"{header['benchmark']} {header['split']}: {plural(result.n, 'sample')} ({result.failures} failed): "
                f"agent {_pct(result.agent_accuracy)}{baseline}; this run {result.new} in {result.seconds:.1f}s{speed}")
     typer.echo(f"results: {result.path}  (full report: idealagent report {result.path})")
 

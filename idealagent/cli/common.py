@@ -1,0 +1,118 @@
+"""What every command shares: logging to stderr, errors as one line, loading a preset's agent.
+
+Errors are one ``error: ...`` line on stderr; exit code 2 means the arguments were wrong, 1
+that the image, the models or the run failed (see errors.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from idealagent.errors import IdealAgentError, ModelLoadError
+from idealagent.presets import get_preset, load_preset
+
+if TYPE_CHECKING:
+    from idealagent.agent import IdealAgent
+
+
+def error_line(message: str) -> None:
+    """Print one ``error: ...`` line on stderr."""
+    sys.stdout.flush()  # keep the line in order with what came before it when both go to one file
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+
+
+@contextmanager
+def exit_on_error(debug: bool) -> Iterator[None]:
+    """Turn our errors into one stderr line and their exit code; bugs keep their traceback."""
+    try:
+        yield
+    except IdealAgentError as exc:
+        if debug:
+            traceback.print_exc()
+        error_line(str(exc))
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        raise typer.Exit(130) from None
+
+
+def load_agent(preset: str, overrides: dict[str, Any], *, announce: bool = False) -> IdealAgent:
+    """Build the preset's agent, with a spinner on a terminal (elsewhere a line, if ``announce``);
+    missing packages are ModelLoadErrors."""
+    status = Console(stderr=True)
+    message = f"loading the {preset} preset's models…"
+    try:
+        if status.is_terminal:
+            with status.status(message, spinner="dots"):
+                agent = load_preset(preset, **overrides)
+        else:
+            if announce:  # a batch job's log should say what it is waiting for
+                typer.echo(message, err=True)
+            agent = load_preset(preset, **overrides)
+    except ImportError as exc:
+        extra = get_preset(preset).extra
+        raise ModelLoadError(
+            f"the {preset!r} preset needs {exc.name or exc}, which is not installed "
+            f"(pip install 'idealagent[{extra}]' installs what it needs)"
+        ) from exc
+    _quiet_transformers()
+    return agent
+
+
+class _CliLogHandler(logging.StreamHandler):
+    """The stderr handler the CLI adds to the ``idealagent`` logger (and removes afterwards)."""
+
+
+class _OneLineFormatter(logging.Formatter):
+    """``warning: message (Error: detail)``: an exception in one line, not a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            message += f" ({type(exc).__name__}: {exc})"
+        return " ".join(message.split())
+
+
+@contextmanager
+def cli_logging(verbose: bool, debug: bool) -> Iterator[None]:
+    """Log ``idealagent`` to stderr for the length of a command, and quiet the model libraries."""
+    # We never download at run time; the presets' weights ship in packages or the user cache.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not debug:  # read when transformers / huggingface_hub are first imported
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF conversion uses bare tqdm
+    logger = logging.getLogger("idealagent")
+    handler = _CliLogHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(levelname)s %(name)s: %(message)s") if debug else _OneLineFormatter()
+    )
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _quiet_transformers() -> None:
+    """Silence transformers' warnings and progress bars, if a preset imported it."""
+    if "transformers" not in sys.modules or os.environ.get("TRANSFORMERS_VERBOSITY") != "error":
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
