@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO_IMAGE ?= idealagent/examples/cat.jpg
 DEMO_QUESTION ?= What animal is in the picture?
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-wheels clean
 
 $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -31,6 +31,11 @@ test: setup
 # (easy-VQA questions, offline). Any preset: idealagent bench --preset NAME -b 1 -b 32.
 bench: setup
 	$(VENV)/bin/idealagent bench --preset tiny --samples 8 -b 1 -b 8
+
+# The wheels the lent GPU machine's image lacks (it has no network), for its Python 3.12, into
+# .gpu-wheels/ (ignored): carry that folder and run eval/gpu_check.sh there (docs/benchmarks.md).
+gpu-wheels: setup
+	$(PY) eval/gpu_wheels.py --dest .gpu-wheels
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
