@@ -24,9 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON_VERSION = "3.12"  # the image's python3 is 3.12.3
-# The image is glibc 2.39; pip matches each manylinux tag exactly, so name every older one.
+# pip matches each manylinux tag exactly, so every one up to the image's glibc is named. The
+# image runs torch 2.11's manylinux_2_28 wheel, so its glibc is at least 2.28; nothing newer is assumed.
 PLATFORMS = ["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64",
-             *(f"manylinux_2_{n}_x86_64" for n in range(5, 40))]
+             *(f"manylinux_2_{n}_x86_64" for n in range(5, 29))]
 # The working tree and the carried folders travel together under this limit.
 TRAVEL_LIMIT_MIB = 64
 # Versions the image is known to have (the device notes' pip list, 2026-11): the resolution is
@@ -75,7 +76,10 @@ def requirement_name(requirement: str) -> str:
 
 def requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
     """The package's own requirements that the GPU check imports: core, ``local``, pytest."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        sys.exit("eval/gpu_wheels.py needs Python 3.11 or later (tomllib) to read pyproject.toml")
 
     project = tomllib.loads(pyproject.read_text())["project"]
     extras = project["optional-dependencies"]
