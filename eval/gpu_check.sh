@@ -9,7 +9,7 @@
 # 3. Runs tests/test_gpu.py. 4. Runs eval/bench_gpu.py. 5. Writes summary.txt and summary.json
 # and prints the summary. Everything goes under $OUT (a new temporary folder when unset): log.txt,
 # env.json, tests.xml, bench.jsonl, summary.txt, summary.json. Exit status 0 only when the
-# summary says OK. Budget on an H200: about 4 minutes, at most 8 (the timeouts below).
+# summary says OK. Budget on an H200: about 4 minutes (an estimate), at most 8 (the limits below).
 set -uo pipefail  # no -e: every step runs, and the summary says which one failed
 
 cd "$(dirname "$0")/.." || exit 2
