@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO_IMAGE ?= idealagent/examples/cat.jpg
 DEMO_QUESTION ?= What animal is in the picture?
 
-.PHONY: setup demo test bench lock clean
+.PHONY: setup demo test bench lock gpu-wheels clean
 
 # constraints.txt pins every package to the versions the tests last passed with, so a fresh
 # machine gets those; pyproject.toml keeps the ranges library users install from.
@@ -48,6 +48,11 @@ lock:
 	{ echo "# make lock: the versions make setup installs (make test passed with them)."; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^idealagent' | sed 's/+cpu$$//'; } > $(CONSTRAINTS)
 	rm -rf .lock-venv
+
+# The wheels the lent GPU machine's image lacks (it has no network), for its Python 3.12, into
+# .gpu-wheels/ (ignored): carry that folder and run eval/gpu_check.sh there (docs/benchmarks.md).
+gpu-wheels: setup
+	$(PY) eval/gpu_wheels.py --dest .gpu-wheels
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
