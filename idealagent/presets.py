@@ -98,15 +98,26 @@ def _gpu_roles(chat: Any, answerer: Any) -> dict[str, Any]:
 
 def _build_openai(vlm: str | None = None, llm: str | None = None) -> dict[str, Any]:
     """Endpoints and model names from IDEALAGENT_{LLM,VLM}_* environment variables."""
-    from idealagent.llms.openai import build_openai_preset
-
     return build_openai_preset(**{k: v for k, v in {"vlm_model": vlm, "llm_model": llm}.items() if v})
+
+
+def build_openai_preset(*, llm_model: str | None = None, vlm_model: str | None = None) -> dict[str, Any]:
+    """The ``openai`` preset's models: the LLM asks and judges, the VLM answers. A model name
+    given here replaces the one in ``IDEALAGENT_{LLM,VLM}_MODEL`` (the CLI's --llm/--vlm)."""
+    from idealagent.answerers.openai import OpenAIAnswerer
+    from idealagent.endpoints import LLM_PREFIX, VLM_PREFIX
+    from idealagent.llms.openai import chat_model_from_env
+
+    return {
+        "llm": chat_model_from_env(LLM_PREFIX, **({"model": llm_model} if llm_model else {})),
+        "answerer": OpenAIAnswerer.from_env(VLM_PREFIX, **({"model": vlm_model} if vlm_model else {})),
+    }
 
 
 def _openai_models(vlm: str | None = None, llm: str | None = None) -> dict[str, str]:
     """The served model names the openai preset's build will use: each override, else
     IDEALAGENT_{VLM,LLM}_MODEL with the twin's fallback (as ``endpoint_from_env`` resolves them)."""
-    from idealagent.llms.openai import LLM_PREFIX, VLM_PREFIX, endpoint_from_env
+    from idealagent.endpoints import LLM_PREFIX, VLM_PREFIX, endpoint_from_env
 
     return {"vlm": endpoint_from_env(VLM_PREFIX, model=vlm, max_tokens=32).model,
             "llm": endpoint_from_env(LLM_PREFIX, model=llm).model}

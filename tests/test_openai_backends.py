@@ -18,13 +18,9 @@ from idealagent import IdealAgent, Sample
 from idealagent.answerers import Answerer
 from idealagent.answerers.openai import OpenAIAnswerer
 from idealagent.errors import InfrastructureError, InputError, ModelOutputError, ServiceDownError
-from idealagent.llms.openai import (
-    EndpointChatModel,
-    build_openai_preset,
-    chat_model_from_env,
-    endpoint_from_env,
-    make_chat_model,
-)
+from idealagent.endpoints import endpoint_from_env
+from idealagent.llms.openai import EndpointChatModel, chat_model_from_env, make_chat_model
+from idealagent.presets import build_openai_preset
 from idealagent.roles import Questioner
 from idealagent.testing import ScriptedChatModel
 from tests.openai_stub import (

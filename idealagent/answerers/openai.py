@@ -7,13 +7,13 @@ like Qwen2.5-VL. Requests of a batch run concurrently on a bounded thread pool a
 input order; each distinct image is encoded once per batch.
 
 Failures are loud, never an empty answer: a request that still fails after the retry policy
-(``idealagent.llms.openai.RetryPolicy``: 429, 5xx and timeouts are retried with backoff; 400,
+(``idealagent.endpoints.RetryPolicy``: 429, 5xx and timeouts are retried with backoff; 400,
 401 and 404 are not), or whose reply is not JSON, has no choices or no text, gets a one-line
 error in its place (``answer_each``), so only the samples whose requests failed are affected;
 ``answer`` raises the first. A service that is down raises at once.
 
 Configuration from the environment: ``OpenAIAnswerer.from_env()`` reads ``IDEALAGENT_VLM_*``
-(falling back to ``IDEALAGENT_LLM_*``); see ``idealagent.llms.openai`` for the variables.
+(falling back to ``IDEALAGENT_LLM_*``); see ``idealagent.endpoints`` for the variables.
 """
 
 from __future__ import annotations
@@ -29,16 +29,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from idealagent import parsing
 from idealagent.answerers import Answer, tokens_of
-from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind
-from idealagent.llms.openai import (
+from idealagent.endpoints import (
     LOCAL_API_KEY,
     VLM_PREFIX,
     RetryPolicy,
     check_endpoint,
     endpoint_from_env,
-    one_line,
     redact_url,
 )
+from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind, one_line
 from idealagent.prompts import load_prompt
 
 if TYPE_CHECKING:
