@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 from idealagent import parsing
-from idealagent.answerers import Answer, tokens_of
+from idealagent.answerers import Answer
 from idealagent.endpoints import (
     LOCAL_API_KEY,
     VLM_PREFIX,
@@ -101,15 +101,15 @@ class OpenAIAnswerer:
 
     # -- the Answerer protocol ----------------------------------------------------------------
 
-    def answer(self, requests: Sequence[tuple[Image, str]]) -> list[str]:
+    def answer(self, requests: Sequence[tuple[Image, str]]) -> list[Answer]:
         """One short answer per (image, question), in order; raises if any request failed."""
         return _raise_first(self.answer_each(requests))
 
-    def caption(self, images: Sequence[Image]) -> list[str]:
+    def caption(self, images: Sequence[Image]) -> list[Answer]:
         """One sentence per image, in order; raises if any request failed."""
         return _raise_first(self.caption_each(images))
 
-    def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[str | Exception]:
+    def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[Answer | Exception]:
         """Like ``answer``, but a request that failed has its error in its place, so one
         exhausted request costs only its own sample."""
         uris = self._encode_all([image for image, _ in requests])
@@ -117,12 +117,12 @@ class OpenAIAnswerer:
         replies = self._complete_all(conversations, self.max_tokens)
         return [reply if isinstance(reply, Exception) else _or_error(self._short, reply) for reply in replies]
 
-    def caption_each(self, images: Sequence[Image]) -> list[str | Exception]:
+    def caption_each(self, images: Sequence[Image]) -> list[Answer | Exception]:
         """Like ``caption``, with each failed request's error in its place."""
         uris = self._encode_all(images)
         replies = self._complete_all([self._messages(uris[id(image)], "") for image in images],
                                      self.caption_max_tokens)
-        return [reply if isinstance(reply, Exception) else Answer(" ".join(reply.split()), *tokens_of(reply))
+        return [reply if isinstance(reply, Exception) else reply.with_text(" ".join(reply.text.split()))
                 for reply in replies]
 
     # -- requests ------------------------------------------------------------------------------
@@ -174,10 +174,11 @@ class OpenAIAnswerer:
         return f"VLM endpoint {redact_url(self.base_url)} (model {self.model})"
 
     def _short(self, reply: Answer) -> Answer:
-        answer = parsing.short_answer(reply, self.max_words)
+        answer = parsing.short_answer(reply.text, self.max_words)
         if not answer:
-            raise ModelOutputError(f"{self._describe()}: no answer in the reply {reply[:80]!r}", raw=str(reply))
-        return Answer(answer, *tokens_of(reply))
+            raise ModelOutputError(f"{self._describe()}: no answer in the reply {reply.text[:80]!r}",
+                                   raw=reply.text)
+        return reply.with_text(answer)
 
 
 def _raise_first(results: list[Any]) -> list[Any]:

@@ -268,7 +268,7 @@ class PerceptionAnswerer:
         """One short description per image, in order."""
         return describe(images, self.classifier, self.top_k)
 
-    def answer(self, requests: Sequence[tuple[Image.Image, str]]) -> list[str]:
+    def answer(self, requests: Sequence[tuple[Image.Image, str]]) -> list[Answer]:
         """One short answer per (image, question) pair, from one LLM batch call."""
         if not requests:
             return []
