@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from idealagent.answerers import Answer
 from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor
-from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError
+from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
 from idealagent.llms.local import SHARED_LOAD_KWARGS, load_failure_message
 from idealagent.parsing import short_answer
 from idealagent.prompts import load_prompt
@@ -156,7 +156,8 @@ class TransformersAnswerer:
         return self.processor.apply_chat_template([turn], add_generation_prompt=True, tokenize=False,
                                                   chat_template=self._chat_template)
 
-    def _generate_all(self, images: list[Image], prompts: list[str], *, max_words: int) -> list[Answer | Exception]:
+    def _generate_all(self, images: list[Image], prompts: list[str], *,
+                      max_words: int) -> list[Answer | Exception]:
         """Every row, ``max_batch_size`` similar-length prompts per call, in input order."""
         results: list[Answer | Exception] = [ValueError("not generated")] * len(prompts)
         once = OncePerImage(self.processor.image_processor)  # for the whole call: ids stay valid
@@ -168,7 +169,8 @@ class TransformersAnswerer:
                 results[i] = text if isinstance(text, Exception) else self._short(text, max_words)
         return results
 
-    def _generate_rows(self, once: OncePerImage, images: list[Image], prompts: list[str]) -> list[Answer | Exception]:
+    def _generate_rows(self, once: OncePerImage, images: list[Image],
+                       prompts: list[str]) -> list[Answer | Exception]:
         """One generate call; rows whose image the processor refuses get an ``ImageError``, and
         on out-of-memory the rows are split in halves and retried, down to one row."""
         results: list[Answer | Exception | None] = [None] * len(prompts)
@@ -259,8 +261,8 @@ def _raise_first(results: list[Answer | Exception]) -> list[Answer]:
 def _image_error(name: str, image: Any, error: Exception) -> ImageError:
     size = getattr(image, "size", None)
     described = f"{size[0]}x{size[1]} {getattr(image, 'mode', '')}".strip() if size else type(image).__name__
-    reason = " ".join(str(error).split()) or type(error).__name__
-    return ImageError(f"the processor of {name or 'the model'} rejected a {described} image: {reason}")
+    return ImageError(f"the processor of {name or 'the model'} rejected a {described} image: "
+                      f"{one_line(error) or type(error).__name__}")
 
 
 def _is_out_of_memory(error: Exception) -> bool:
