@@ -21,8 +21,10 @@ def test_batched_equals_single_on_cuda_in_bf16(arch, tmp_path):
     red, blue = Image.new("RGB", (40, 30), "red"), Image.new("RGB", (60, 30), "blue")
     requests = [(red, "What is it?"), (blue, "What colour is the shape?"), (red, "Is it a car?")]
 
+    from idealagent.answerers import Answer
+
     def outcome(result):
-        return result if isinstance(result, str) else getattr(result, "raw", str(result))
+        return result.text if isinstance(result, Answer) else getattr(result, "raw", str(result))
 
     batched = [outcome(r) for r in answerer.answer_each(requests)]
     assert batched == [outcome(answerer.answer_each([r])[0]) for r in requests]
