@@ -21,7 +21,7 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 from PIL.Image import Image
 
-from idealagent.answerers import Answerer, answer_each, caption_each, tokens_of
+from idealagent.answerers import Answerer, Reply, answer_each, caption_each, tokens_of
 from idealagent.errors import (
     IdealAgentError,
     InfrastructureError,
@@ -369,7 +369,7 @@ def _account(trace: Trace, round_: Round | None, outcome: Outcome[Any]) -> None:
     trace.usage.llm_output_tokens += outcome.output_tokens
 
 
-def _count_answerer_tokens(trace: Trace, answer: str) -> None:
+def _count_answerer_tokens(trace: Trace, answer: Reply) -> None:
     input_tokens, output_tokens = tokens_of(answer)
     trace.usage.answerer_input_tokens += input_tokens
     trace.usage.answerer_output_tokens += output_tokens

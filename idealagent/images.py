@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from idealagent.errors import ImageError
+from idealagent.errors import ImageError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _decode_problem(exc: Exception, data: bytes = b"") -> str:
         return f"refused, a possible decompression bomb ({size})"
     if isinstance(exc, UnidentifiedImageError):
         return f"not a readable image ({_what_it_is(data)})"
-    detail = " ".join(str(exc).split())[:160]
+    detail = one_line(exc, 160)
     return f"not a readable image ({type(exc).__name__}{': ' + detail if detail else ''})"
 
 

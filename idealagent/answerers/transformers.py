@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idealagent.answerers import Answer, tokens_of
+from idealagent.answerers import Answer
 from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor
-from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError
+from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
 from idealagent.llms.local import SHARED_LOAD_KWARGS, load_failure_message
 from idealagent.parsing import short_answer
 from idealagent.prompts import load_prompt
@@ -106,22 +106,22 @@ class TransformersAnswerer:
         return cls(model.eval(), processor, model_name=name,
                    max_batch_size=max_batch_size, max_new_tokens=max_new_tokens)
 
-    def answer(self, requests: Sequence[tuple[Image, str]]) -> list[str]:
+    def answer(self, requests: Sequence[tuple[Image, str]]) -> list[Answer]:
         """One short answer per (image, question); raises the first request's error if any
         failed (the agent then retries sample by sample, so only that sample stops)."""
         return _raise_first(self.answer_each(requests))
 
-    def caption(self, images: Sequence[Image]) -> list[str]:
+    def caption(self, images: Sequence[Image]) -> list[Answer]:
         """One short description per image."""
         prompts = [self._prompt("caption", "") for _ in images]
         return _raise_first(self._generate_all(list(images), prompts, max_words=30))
 
-    def caption_each(self, images: Sequence[Image]) -> list[str | Exception]:
+    def caption_each(self, images: Sequence[Image]) -> list[Answer | Exception]:
         """Like ``caption``, with each image's failure in its place."""
         prompts = [self._prompt("caption", "") for _ in images]
         return self._generate_all(list(images), prompts, max_words=30)
 
-    def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[str | Exception]:
+    def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[Answer | Exception]:
         """Like ``answer``, but each request's failure (a rejected image, an empty reply, out
         of memory even alone) is returned in its place, so the other answers survive."""
         images = [image for image, _ in requests]
@@ -156,9 +156,10 @@ class TransformersAnswerer:
         return self.processor.apply_chat_template([turn], add_generation_prompt=True, tokenize=False,
                                                   chat_template=self._chat_template)
 
-    def _generate_all(self, images: list[Image], prompts: list[str], *, max_words: int) -> list[str | Exception]:
+    def _generate_all(self, images: list[Image], prompts: list[str], *,
+                      max_words: int) -> list[Answer | Exception]:
         """Every row, ``max_batch_size`` similar-length prompts per call, in input order."""
-        results: list[str | Exception] = [ValueError("not generated")] * len(prompts)
+        results: list[Answer | Exception] = [ValueError("not generated")] * len(prompts)
         once = OncePerImage(self.processor.image_processor)  # for the whole call: ids stay valid
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         for start in range(0, len(order), self.max_batch_size):
@@ -168,10 +169,11 @@ class TransformersAnswerer:
                 results[i] = text if isinstance(text, Exception) else self._short(text, max_words)
         return results
 
-    def _generate_rows(self, once: OncePerImage, images: list[Image], prompts: list[str]) -> list[str | Exception]:
+    def _generate_rows(self, once: OncePerImage, images: list[Image],
+                       prompts: list[str]) -> list[Answer | Exception]:
         """One generate call; rows whose image the processor refuses get an ``ImageError``, and
         on out-of-memory the rows are split in halves and retried, down to one row."""
-        results: list[str | Exception | None] = [None] * len(prompts)
+        results: list[Answer | Exception | None] = [None] * len(prompts)
         live = list(range(len(prompts)))
         while live:
             try:
@@ -232,12 +234,12 @@ class TransformersAnswerer:
         return [Answer(text, int(length), _generated_length(row, ends))
                 for text, length, row in zip(texts, prompt_lengths, new_tokens.tolist())]
 
-    def _short(self, text: Answer, max_words: int) -> Answer | Exception:
-        answer = short_answer(text, max_words)
+    def _short(self, reply: Answer, max_words: int) -> Answer | Exception:
+        answer = short_answer(reply.text, max_words)
         if not answer:
             return ModelOutputError(f"{self.model_name or 'the model'} gave an empty answer "
-                                    f"({len(text)} characters before trimming)", raw=str(text))
-        return Answer(answer, *tokens_of(text))
+                                    f"({len(reply.text)} characters before trimming)", raw=reply.text)
+        return reply.with_text(answer)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -249,7 +251,7 @@ def _generated_length(row: list[int], ends: set[Any]) -> int:
     return next((i + 1 for i, token in enumerate(row) if token in ends), len(row))
 
 
-def _raise_first(results: list[str | Exception]) -> list[str]:
+def _raise_first(results: list[Answer | Exception]) -> list[Answer]:
     for result in results:
         if isinstance(result, Exception):
             raise result
@@ -259,8 +261,8 @@ def _raise_first(results: list[str | Exception]) -> list[str]:
 def _image_error(name: str, image: Any, error: Exception) -> ImageError:
     size = getattr(image, "size", None)
     described = f"{size[0]}x{size[1]} {getattr(image, 'mode', '')}".strip() if size else type(image).__name__
-    reason = " ".join(str(error).split()) or type(error).__name__
-    return ImageError(f"the processor of {name or 'the model'} rejected a {described} image: {reason}")
+    return ImageError(f"the processor of {name or 'the model'} rejected a {described} image: "
+                      f"{one_line(error) or type(error).__name__}")
 
 
 def _is_out_of_memory(error: Exception) -> bool:

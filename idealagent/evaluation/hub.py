@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from idealagent.errors import InputError, ModelLoadError
+from idealagent.errors import InputError, ModelLoadError, one_line
 from idealagent.evaluation.formats import generic_item
 from idealagent.evaluation.items import BadRecord, EvalItem, ItemCollector
 from idealagent.trace import ENTAILMENT_LABELS, YES_NO
@@ -46,11 +46,6 @@ def _datasets() -> Any:
     except ImportError:
         raise ModelLoadError(f"reading Hugging Face datasets needs the datasets package: {INSTALL_HINT}") from None
     return datasets
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
 
 
 def _looks_like_path(text: str) -> bool:
@@ -96,7 +91,7 @@ def _open_local(datasets: Any, path: Path, split: str) -> Any:
         # packaged loader finds each split's files by name.
         return datasets.load_dataset(str(path), split=split)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        raise InputError(f"cannot read {split!r} from {path}: {_one_line(err)}") from None
+        raise InputError(f"cannot read {split!r} from {path}: {one_line(err)}") from None
 
 
 def _open_hub(datasets: Any, text: str, split: str) -> Any:
@@ -107,12 +102,12 @@ def _open_hub(datasets: Any, text: str, split: str) -> Any:
         return datasets.load_dataset(repo, config or None, split=split)
     except (ConnectionError, FileNotFoundError) as err:  # offline and not cached, or no such dataset
         raise InputError(
-            f"cannot load Hub dataset {repo!r} ({_one_line(err)}): it is not in the local Hugging Face cache "
+            f"cannot load Hub dataset {repo!r} ({one_line(err)}): it is not in the local Hugging Face cache "
             f"and the Hub did not provide it; check the id, or run `hf download --repo-type dataset {repo} "
             f"--local-dir DIR` where there is a network and pass --data DIR"
         ) from None
     except (ValueError, RuntimeError) as err:  # unknown split or config, a script dataset
-        raise InputError(f"cannot load {split!r} of Hub dataset {text!r}: {_one_line(err)}") from None
+        raise InputError(f"cannot load {split!r} of Hub dataset {text!r}: {one_line(err)}") from None
 
 
 def _first(names: tuple[str, ...], columns: list[str]) -> str | None:
@@ -246,7 +241,7 @@ def materialize_hub(data: Path, split: str, items: list[EvalItem]) -> list[EvalI
             _write_png(value, todo[row])
         except (OSError, ValueError, TypeError) as err:
             logger.warning("%s %s row %d: cannot write its image (%s); that sample will fail", data, split, row,
-                           _one_line(err))
+                           one_line(err))
     logger.info("wrote %d image(s) of %s %s under %s", len(rows), data, split, image_root)
     return items
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from idealagent.errors import InputError, ModelLoadError
 from idealagent.evaluation.metrics import accuracy_at_coverage, calibration_bins, expected_calibration_error
-from idealagent.evaluation.report import agent_scores, baseline_scores, rounds_used
+from idealagent.evaluation.rows import agent_scores, baseline_scores, rounds_used
 
 COVERAGE_GRID = tuple(i / 20 for i in range(1, 21))  # 5%, 10%, ... 100%
 

@@ -9,7 +9,6 @@ draws it, and ``plots.write_plots`` turns the rows into PNG figures.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,7 +21,8 @@ from idealagent.evaluation.metrics import (
     agent_stats,
     expected_calibration_error,
 )
-from idealagent.evaluation.results import fingerprint_difference, header_field
+from idealagent.evaluation.results import fingerprint_difference, header_field, read_file
+from idealagent.evaluation.rows import agent_scores, baseline_scores, is_failed, rounds_used
 from idealagent.parsing import is_undecided
 from idealagent.trace import Trace
 
@@ -36,7 +36,8 @@ def read_results(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The merged header and rows of one or more results files.
 
-    An unparseable line is skipped with a warning (a killed run leaves a truncated last line);
+    Each file is read by ``results.read_file`` leniently: an unparseable line is skipped with a
+    warning (a killed run leaves a truncated last line);
     headers must share the fingerprint (``results.FINGERPRINT_KEYS``), else InputError naming
     every differing field, unless ``force`` (then each difference is a warning and the first
     file's header describes the merge); an id seen twice keeps its first row.
@@ -53,7 +54,8 @@ def read_results(
     skipped = duplicates = 0
     shards = []
     for path in map(Path, paths):
-        file_header, file_rows, problems = _read_file(path)
+        read = read_file(path, strict=False)
+        file_header, file_rows, problems = read.header or {}, read.rows, read.problems
         warnings += problems
         skipped += len(problems)
         if header is None:
@@ -87,78 +89,10 @@ def read_results(
     return header, rows
 
 
-def _read_file(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
-    """One file's header, rows and problems (bad lines, each skipped)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"{path} not found; pass a results file written by `idealagent eval`") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(
-            f"cannot read {path}: {err}; pass a results file written by `idealagent eval`"
-        ) from None
-    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
-    try:
-        header = json.loads(numbered[0][1])["header"] if numbered else None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        header = None
-    if not isinstance(header, dict):
-        raise InputError(
-            f"{path} has no results header on its first line; is it a file `idealagent eval` wrote?"
-        )
-    rows, problems = [], []
-    last = numbered[-1][0]
-    for number, line in numbered[1:]:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            where = "the last line is truncated (a killed run?)" if number == last else "not valid JSON"
-            problems.append(f"{path}:{number}: {where}; skipped")
-            continue
-        if not _is_row(row):
-            problems.append(
-                f"{path}:{number}: not a sample line (needs an id, a score and a confidence); skipped"
-            )
-            continue
-        rows.append(row)
-    return header, rows, problems
-
-
-def _is_row(row: Any) -> bool:
-    """Whether a parsed line has what the summary reads: a string id and numeric-or-null figures."""
-    number = (int, float, type(None))
-    return (isinstance(row, dict) and isinstance(row.get("id"), str) and "score" in row
-            and isinstance(row["score"], number) and isinstance(row.get("confidence"), number))  # fmt: skip
-
-
 def _different_run(first: dict[str, Any], other: dict[str, Any], path: Path, first_path: Path) -> str | None:
     """What makes ``path`` another run than ``first_path`` (limit and shard may differ), or None."""
     difference = fingerprint_difference(first, other, f"in {first_path.name}", f"in {path.name}")
     return f"{path} is from a different run than {first_path} ({difference})" if difference else None
-
-
-def is_failed(row: dict[str, Any]) -> bool:
-    """A sample that could not be scored (its error is set); it counts as wrong."""
-    return row.get("error") is not None or row.get("score") is None
-
-
-def agent_scores(rows: Sequence[dict[str, Any]]) -> tuple[list[float], list[float | None]]:
-    """Each row's score and confidence as the report counts them: a failed sample is 0 and 0."""
-    failed = [is_failed(r) for r in rows]
-    scores = [0.0 if f else float(r["score"]) for r, f in zip(rows, failed)]
-    return scores, [0.0 if f else r.get("confidence") for r, f in zip(rows, failed)]
-
-
-def baseline_scores(rows: Sequence[dict[str, Any]]) -> tuple[list[float], int]:
-    """Each row's baseline score (a failed or missing baseline answer is 0), and the failures."""
-    answers = [r.get("baseline") or {} for r in rows]
-    failed = [a.get("error") is not None or a.get("score") is None for a in answers]
-    return [0.0 if f else float(a["score"]) for a, f in zip(answers, failed)], sum(failed)
-
-
-def rounds_used(row: dict[str, Any]) -> int:
-    """How many rounds the row's trace holds (0 when it failed before the first)."""
-    return len((row.get("trace") or {}).get("rounds") or [])
 
 
 def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

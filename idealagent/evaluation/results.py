@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from idealagent.errors import InputError
+from idealagent.evaluation.rows import is_row
 
 log = logging.getLogger(__name__)
 
@@ -110,55 +111,103 @@ class ExistingResults:
         return self.size > self.complete_bytes
 
 
-def read_existing(path: Path) -> ExistingResults:
-    """Read a results file's header and finished ids; a missing file is an empty result.
+@dataclass
+class ResultsFile:
+    """A results file as read: its header, its sample rows and what was left out."""
 
-    A last line without its newline, or one that does not parse, is what a killed write leaves:
-    it is left out (``has_torn_tail``). A bad line anywhere else means the file was edited or
-    is not ours, which is an InputError.
+    path: Path
+    header: dict[str, Any] | None = None  # None: no file (strict reading only)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # one per line skipped (lenient reading only)
+    complete_bytes: int = 0  # the file's length up to the end of its last whole line
+    size: int = 0  # the file's length now; larger than complete_bytes after a killed write
+
+
+def read_file(path: Path, *, strict: bool) -> ResultsFile:
+    """The one reader of results files: the header line, then one row per sample line.
+
+    A killed write leaves a torn last line; both modes leave it out. ``strict`` is for a file
+    the runner is about to append to: a missing file is an empty result, a line without its
+    newline is torn even if it parses (the writer cuts it off), and a bad line anywhere else
+    means the file was edited or is not ours, an InputError. Otherwise (the report) a missing
+    file is an InputError and every unreadable line is skipped with a problem naming it.
     """
-    existing = ExistingResults(path)
+    path = Path(path)
+    hint = ("choose another --out, or pass --force to overwrite it" if strict
+            else "pass a results file written by `idealagent eval`")
     if not path.exists():
-        return existing
+        if strict:
+            return ResultsFile(path)
+        raise InputError(f"{path} not found; {hint}")
     if not path.is_file():
-        raise InputError(f"{path} is not a file; give --out a .jsonl file path")
-    data = path.read_bytes()
-    existing.size = len(data)
-    lines = data.split(b"\n")
-    lines.pop()  # what follows the last newline: b"" for a complete file, else a torn line
+        raise InputError(f"{path} is not a file; {hint}")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror}; {hint}") from None
+    read = ResultsFile(path, size=len(data))
+    lines = data.split(b"\n")  # the last item follows the last newline: b"" unless the line is torn
+    # The last line that may be torn: strict reading never reads the one after the last newline.
+    readable = lines[:-1] if strict else lines
+    last = max((n for n, raw in enumerate(readable, start=1) if raw.strip()), default=0)
     offset = 0
     for number, raw in enumerate(lines, start=1):
-        end = offset + len(raw) + 1
+        torn = number == len(lines)  # no newline after it
+        if torn and (strict or not raw.strip()):
+            break
+        offset += len(raw) + 1
         if raw.strip():
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
-                if number == len(lines):  # the last line: torn by a kill, cut it off on reopening
+                if number == last:  # torn by a kill: strict reading cuts it off on reopening
+                    if not strict:
+                        read.problems.append(
+                            f"{path}:{number}: the last line is truncated (a killed run?); skipped")
                     break
-                raise InputError(
-                    f"{path}:{number}: not a valid JSON line; remove that line, or pass --force to start afresh"
-                ) from None
-            _take(existing, record, path, number)
-        existing.complete_bytes = offset = end
-    return existing
+                if strict:
+                    raise InputError(f"{path}:{number}: not a valid JSON line; remove that line, "
+                                     "or pass --force to start afresh") from None
+                read.problems.append(f"{path}:{number}: not valid JSON; skipped")
+                continue
+            _take(read, record, number, strict, hint)
+        read.complete_bytes = min(offset, len(data))
+    if read.header is None and not strict:
+        raise InputError(
+            f"{path} is not an idealagent results file (no results header on its first line); {hint}")
+    return read
 
 
-def _take(existing: ExistingResults, record: Any, path: Path, number: int) -> None:
-    if existing.header is None:
+def _take(read: ResultsFile, record: Any, number: int, strict: bool, hint: str) -> None:
+    if read.header is None:
         if not isinstance(record, dict) or not isinstance(record.get("header"), dict):
-            raise InputError(f"{path} is not an idealagent results file (no header line); "
-                             "choose another --out, or pass --force to overwrite it")
-        existing.header = record["header"]
-        return
-    if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-        raise InputError(f"{path}:{number}: a result line without an id; remove it, or pass --force")
-    if record["id"] in existing.done:
-        log.warning("%s:%d: id %s appears again; keeping the first", path, number, record["id"])
-        return
-    baseline = record.get("baseline") or {}
-    existing.done[record["id"]] = DoneSample(
-        score=record.get("score"), baseline_score=baseline.get("score"), failed=record.get("error") is not None
-    )
+            raise InputError(f"{read.path} is not an idealagent results file "
+                             f"(no results header on its first line); {hint}")
+        read.header = record["header"]
+    elif is_row(record):
+        read.rows.append(record)
+    elif strict:
+        raise InputError(f"{read.path}:{number}: not a sample line (needs an id, a score and a "
+                         "confidence); remove it, or pass --force to start afresh")
+    else:
+        read.problems.append(
+            f"{read.path}:{number}: not a sample line (needs an id, a score and a confidence); skipped")
+
+
+def read_existing(path: Path) -> ExistingResults:
+    """Read a results file's header and finished ids (``read_file`` strictly); a missing file
+    is an empty result, a torn last line is left out (``has_torn_tail``)."""
+    read = read_file(path, strict=True)
+    existing = ExistingResults(path, header=read.header, complete_bytes=read.complete_bytes, size=read.size)
+    for row in read.rows:
+        if row["id"] in existing.done:
+            log.warning("%s: id %s appears again; keeping the first", path, row["id"])
+            continue
+        baseline = row.get("baseline") or {}
+        existing.done[row["id"]] = DoneSample(
+            score=row.get("score"), baseline_score=baseline.get("score"), failed=row.get("error") is not None
+        )
+    return existing
 
 
 class ResultsWriter:

@@ -27,7 +27,7 @@ from langchain_core.runnables.config import get_config_list, run_in_executor
 from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from idealagent.errors import ModelLoadError, ModelOutputError
+from idealagent.errors import ModelLoadError, ModelOutputError, one_line
 from idealagent.llms.prefix_cache import (
     PREFIX_CACHE_ENTRIES,
     SharedPrefixes,
@@ -319,9 +319,8 @@ class LocalChatModel(BaseChatModel):
                 return schema.model_validate(value) if is_model else value
             except ValueError as error:  # pydantic's ValidationError and JSONDecodeError
                 finish_reason = message.response_metadata.get("finish_reason")
-                reason = " ".join(str(error).split())  # one line, as every error message
                 raise ModelOutputError(
-                    f"reply does not fit the schema (finish_reason={finish_reason}): {reason}",
+                    f"reply does not fit the schema (finish_reason={finish_reason}): {one_line(error)}",
                     raw=message.text,
                 ) from error
 
@@ -362,8 +361,7 @@ def require_chat_template(tokenizer: Any, name: str) -> None:
 def load_failure_message(name: str, error: Exception) -> str:
     """One line saying why ``name`` could not be loaded, and what to do about it."""
     if Path(name).expanduser().exists():
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return f"cannot load a model from {name}: {reason}"
+        return f"cannot load a model from {name}: {one_line(error) or type(error).__name__}"
     if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1:
         return (f"model folder {name} not found: pass a folder holding a saved model, "
                 "or a Hugging Face id pre-downloaded with `hf download ID`")

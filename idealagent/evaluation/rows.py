@@ -1,0 +1,41 @@
+"""What a results row counts for: its score, confidence, baseline and rounds, as the summary
+(``report.py``) and the figures (``plots.py``) both read them.
+
+A row is one parsed sample line of a results file (see ``results.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def is_row(row: Any) -> bool:
+    """Whether a parsed line has what the summary reads: a string id and numeric-or-null figures."""
+    number = (int, float, type(None))
+    return (isinstance(row, dict) and isinstance(row.get("id"), str) and "score" in row
+            and isinstance(row["score"], number) and isinstance(row.get("confidence"), number))  # fmt: skip
+
+
+def is_failed(row: dict[str, Any]) -> bool:
+    """A sample that could not be scored (its error is set); it counts as wrong."""
+    return row.get("error") is not None or row.get("score") is None
+
+
+def agent_scores(rows: Sequence[dict[str, Any]]) -> tuple[list[float], list[float | None]]:
+    """Each row's score and confidence as the report counts them: a failed sample is 0 and 0."""
+    failed = [is_failed(r) for r in rows]
+    scores = [0.0 if f else float(r["score"]) for r, f in zip(rows, failed)]
+    return scores, [0.0 if f else r.get("confidence") for r, f in zip(rows, failed)]
+
+
+def baseline_scores(rows: Sequence[dict[str, Any]]) -> tuple[list[float], int]:
+    """Each row's baseline score (a failed or missing baseline answer is 0), and the failures."""
+    answers = [r.get("baseline") or {} for r in rows]
+    failed = [a.get("error") is not None or a.get("score") is None for a in answers]
+    return [0.0 if f else float(a["score"]) for a, f in zip(answers, failed)], sum(failed)
+
+
+def rounds_used(row: dict[str, Any]) -> int:
+    """How many rounds the row's trace holds (0 when it failed before the first)."""
+    return len((row.get("trace") or {}).get("rounds") or [])
