@@ -18,9 +18,6 @@ from pathlib import Path
 import idealagent
 
 PACKAGE = "idealagent"
-# Edges allowed for now, each with why. Removed when the cli package lands (issue 11): the CLI
-# and the eval CLI import each other.
-KNOWN = {("idealagent.cli", "idealagent.evaluation.cli")}
 
 
 def modules() -> dict[str, Path]:
@@ -69,11 +66,7 @@ def imported(name: str, path: Path, known: set[str]) -> set[str]:
 
 def graph() -> dict[str, set[str]]:
     found = modules()
-    edges = {name: imported(name, path, set(found)) for name, path in found.items()}
-    for a, b in KNOWN:
-        edges[a].discard(b)
-        edges[b].discard(a)
-    return edges
+    return {name: imported(name, path, set(found)) for name, path in found.items()}
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -130,13 +123,6 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path
     edges = {f"pkg.{p.stem}": imported(f"pkg.{p.stem}", p, known) for p in (a, b, c)}
     assert edges == {"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.a"}, "pkg.c": set()}
     assert cycles(edges) == [["pkg.a", "pkg.b"]]
-
-
-def test_the_known_edges_are_still_there() -> None:
-    """An allowance that no longer applies is removed, so it cannot hide a new cycle."""
-    found = modules()
-    for a, b in KNOWN:
-        assert b in imported(a, found[a], set(found)) or a in imported(b, found[b], set(found)), (a, b)
 
 
 def test_the_endpoint_answerer_imports_without_langchain_openai() -> None:
