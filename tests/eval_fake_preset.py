@@ -33,17 +33,26 @@ def fake_answer(user_turn: str) -> str:
     return "red" if number % 2 == 0 else "blue"
 
 
+def _delay(variable: str) -> None:
+    """Sleep as long as ``variable`` says; first touch ``FAKE_EVAL_STARTED`` (a path), if set,
+    so a test knows the model is at work."""
+    seconds = float(os.environ.get(variable, "0"))
+    if seconds and os.environ.get("FAKE_EVAL_STARTED"):
+        open(os.environ["FAKE_EVAL_STARTED"], "a").close()
+    time.sleep(seconds)
+
+
 def reply(messages: list[Any]) -> str:
     system, user = str(messages[0].content), str(messages[-1].content)
     if "sub-questions whose answers" in system:  # the questioner
-        time.sleep(float(os.environ.get("FAKE_EVAL_ASK_DELAY", "0")))
+        _delay("FAKE_EVAL_ASK_DELAY")
         return json.dumps({"sub_questions": ["What colour is the main thing?"]})
-    time.sleep(float(os.environ.get("FAKE_EVAL_DELAY", "0")))
+    _delay("FAKE_EVAL_DELAY")
     return json.dumps({"analysis": "The fake looked.", "answer": fake_answer(user), "confidence": 0.9})
 
 
 def answer(question: str) -> str:
-    time.sleep(float(os.environ.get("FAKE_EVAL_ANSWER_DELAY", "0")))
+    _delay("FAKE_EVAL_ANSWER_DELAY")
     return "red"
 
 

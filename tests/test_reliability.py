@@ -364,19 +364,22 @@ def test_ctrl_c_stops_eval_keeping_finished_samples_and_the_rerun_resumes(phase,
     assert all(row["error"] is None for row in rows)
 
 
-def started_thinking(process: subprocess.Popen, seconds: float = 1.0) -> None:
-    """Give a freshly started CLI time to load and get into the slow phase."""
-    time.sleep(seconds)
+def started_thinking(process: subprocess.Popen, marker: Path) -> None:
+    """Wait until the fake model has started its slow step (it touches ``marker``)."""
+    wait_for(lambda: marker.exists() or process.poll() is not None)
     assert process.poll() is None, process.stderr.read()
+    time.sleep(0.2)  # well inside the model's sleep
 
 
 @pytest.mark.parametrize("phase", ["FAKE_EVAL_ASK_DELAY", "FAKE_EVAL_DELAY"])
 def test_ctrl_c_in_ask_prints_one_line_and_exits_130(phase, tmp_path):
     image = tmp_path / "red.png"
     Image.new("RGB", (8, 8), "red").save(image)
-    process = fake_cli("ask", str(image), "What colour is item 2?", "--preset", "fake-eval", env={phase: "30"})
+    marker = tmp_path / "started"
+    process = fake_cli("ask", str(image), "What colour is item 2?", "--preset", "fake-eval",
+                       env={phase: "30", "FAKE_EVAL_STARTED": str(marker)})
     try:
-        started_thinking(process, 2.0)
+        started_thinking(process, marker)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     finally:
@@ -388,11 +391,13 @@ def test_ctrl_c_in_ask_prints_one_line_and_exits_130(phase, tmp_path):
 def test_ctrl_c_in_chat_returns_to_the_prompt_and_end_of_input_ends_it(tmp_path):
     image = tmp_path / "red.png"
     Image.new("RGB", (8, 8), "red").save(image)
-    process = fake_cli("chat", str(image), "--preset", "fake-eval", env={"FAKE_EVAL_DELAY": "3"})
+    marker = tmp_path / "started"
+    process = fake_cli("chat", str(image), "--preset", "fake-eval",
+                       env={"FAKE_EVAL_DELAY": "3", "FAKE_EVAL_STARTED": str(marker)})
     try:
         process.stdin.write("What colour is item 2?\n")
         process.stdin.flush()
-        started_thinking(process, 2.0)
+        started_thinking(process, marker)
         process.send_signal(signal.SIGINT)  # during the reasoner's reply
         # The second question, then the end of input.
         stdout, stderr = process.communicate("What colour is item 4?\n", timeout=60)
