@@ -40,6 +40,9 @@ class AgentSettings(BaseModel):
         "auto", "JSON-schema structured output for the questioner and reasoner: auto (where the model "
         "has it), on, or off (parse plain text: servers without json_schema).", flag="--structured")
     batch_size: int = _setting(8, "Samples the agent runs together.", fingerprint=False, ge=1)
+    pipeline: bool = _setting(
+        True, "Move each sample on as soon as its own step returns (off: one call per step for the whole "
+        "batch, the first design; the same answers, slower against model servers).", fingerprint=False)
     infra_retries: int = _setting(
         2, "More tries for a step the infrastructure failed (retries exhausted, out of memory).",
         fingerprint=False, ge=0)

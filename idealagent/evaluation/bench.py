@@ -37,7 +37,7 @@ def run_bench(agent: IdealAgent, items: Sequence[EvalItem], batch_sizes: Sequenc
             _reset_peak_memory()
             started = time.perf_counter()
             if mode == "agent":
-                agent.batch_size = batch_size
+                agent.settings = agent.settings.replace(batch_size=batch_size)
                 traces = agent.run_batch(samples)
             else:
                 results = {}

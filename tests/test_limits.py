@@ -1,0 +1,47 @@
+"""The adaptive concurrency limit: halves on 429, grows back, never past its ceiling."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from idealagent.limits import AdaptiveLimit
+
+
+def test_a_429_halves_the_limit_once_per_burst_and_successes_grow_it_back():
+    limit = AdaptiveLimit(16, cooldown_s=60)
+    limit.overloaded()
+    limit.overloaded()  # the same burst
+    assert limit.limit == 8
+    for _ in range(200):
+        limit.succeeded()
+    assert limit.limit == 16  # back to the ceiling, and no further
+
+
+def test_the_limit_never_drops_below_one():
+    limit = AdaptiveLimit(4, cooldown_s=0)
+    for _ in range(10):
+        limit.overloaded()
+    assert limit.limit == 1
+
+
+def test_slots_never_exceed_the_current_limit():
+    limit = AdaptiveLimit(8, cooldown_s=0)
+    limit.overloaded()  # 4 allowed
+    now, most, lock = [0], [0], threading.Lock()
+
+    def request():
+        with limit.slot():
+            with lock:
+                now[0] += 1
+                most[0] = max(most[0], now[0])
+            time.sleep(0.02)
+            with lock:
+                now[0] -= 1
+
+    threads = [threading.Thread(target=request) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 4 and limit.in_flight == 0
