@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class AdaptiveLimit:
@@ -51,3 +54,16 @@ class AdaptiveLimit:
             if self.limit < self.maximum:
                 self.limit = min(float(self.maximum), self.limit + 1 / self.limit)
                 self._room.notify_all()
+
+    def run(self, request: Callable[[], T]) -> T:
+        """Run one request in a slot, learning from how it went: a 429 halves the limit (and
+        is raised for the retry policy to wait and try again), a success grows it."""
+        with self.slot():
+            try:
+                result = request()
+            except Exception as exc:
+                if getattr(exc, "status_code", None) == 429:
+                    self.overloaded()
+                raise
+        self.succeeded()
+        return result

@@ -45,3 +45,25 @@ def test_slots_never_exceed_the_current_limit():
     for thread in threads:
         thread.join()
     assert most[0] == 4 and limit.in_flight == 0
+
+
+def test_the_endpoints_back_off_on_429_and_recover():
+    from PIL import Image
+
+    from idealagent.answerers.openai import OpenAIAnswerer
+    from idealagent.llms.openai import make_chat_model
+    from tests.openai_stub import Status, StubServer
+
+    with StubServer(lambda body: "red") as stub:
+        fast = {"retry_initial_wait": 0.01, "retry_max_wait": 0.02, "max_concurrency": 8}
+        answerer = OpenAIAnswerer("vlm", stub.base_url, **fast)
+        llm = make_chat_model("llm", stub.base_url, **fast)
+        stub.queue(Status(429, retry_after="0"), Status(429, retry_after="0"))
+        assert [str(a) for a in answerer.answer([(Image.new("RGB", (4, 4)), "What colour?")])] == ["red"]
+        assert answerer._slots.limit < 8  # halved once for the burst, then grown a little
+        stub.queue(Status(429, retry_after="0"))
+        assert llm.invoke("What colour?").content == "red"
+        assert llm._slot().limit < 8
+        for _ in range(40):
+            llm.invoke("again")
+        assert llm._slot().limit == 8

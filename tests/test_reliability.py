@@ -29,7 +29,7 @@ from idealagent.roles import Questioner
 from idealagent.testing import ScriptedAnswerer, ScriptedChatModel
 from tests.conftest import sub_questions, verdict
 from tests.openai_stub import Slow, Status, StubServer
-from tests.test_cli import assert_one_error_line, invoke
+from tests.test_cli import invoke
 from tests.test_eval_runner import read_lines, write_fixture
 from tests.test_openai_backends import scripted_endpoint
 
@@ -73,6 +73,15 @@ def use_server(monkeypatch: pytest.MonkeyPatch, base_url: str, timeout: float = 
         monkeypatch.delenv(name, raising=False)
 
 
+def assert_stops_in_one_line(result, exit_code: int, *fragments: str) -> None:
+    """One ``error:`` line saying all of ``fragments``, no traceback; eval's progress lines
+    (loading, running) may stand before it."""
+    assert result.exit_code == exit_code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and all(f in errors[0] for f in fragments), result.stderr
+    assert "Traceback" not in result.stderr and "warning:" not in result.stderr, result.stderr
+
+
 def eval_openai(data: Path, out: Path, *extra: str):
     return invoke("eval", "jsonl", "--data", str(data), "--preset", "openai", "--out", str(out),
                   "--batch-size", "16", *extra)
@@ -105,7 +114,7 @@ def test_a_dead_server_stops_the_run_in_one_line_and_the_rerun_completes(tmp_pat
     use_server(monkeypatch, f"http://127.0.0.1:{port}/v1")
     started = time.perf_counter()
     dead = eval_openai(data, out)
-    assert_one_error_line(dead, 1, "cannot connect", "run the same command again to resume")
+    assert_stops_in_one_line(dead, 1, "cannot connect", "run the same command again to resume")
     assert time.perf_counter() - started < 20
     assert read_existing(out).done == {}  # no sample was scored
     with StubServer(scripted_endpoint, port=port):
@@ -125,7 +134,7 @@ def test_a_refused_key_on_the_llm_is_not_scored_as_wrong_answers(tmp_path, monke
     with StubServer(refuse_the_llm) as stub:
         use_server(monkeypatch, stub.base_url)
         result = eval_openai(data, out)
-    assert_one_error_line(result, 1, "HTTP 401", "API key was refused")
+    assert_stops_in_one_line(result, 1, "HTTP 401", "API key was refused")
     assert read_existing(out).done == {}
 
 

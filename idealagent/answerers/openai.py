@@ -22,7 +22,6 @@ import base64
 import io
 import json
 import logging
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
@@ -38,6 +37,7 @@ from idealagent.endpoints import (
     redact_url,
 )
 from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind, one_line
+from idealagent.limits import AdaptiveLimit
 from idealagent.prompts import load_prompt
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class OpenAIAnswerer:
         # The client's own retries are off: ours (tenacity) free the slot while backing off.
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or LOCAL_API_KEY, timeout=timeout,
                                     max_retries=0)
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._slots = AdaptiveLimit(max_concurrency)  # halves on 429 and grows back
 
     @classmethod
     def from_env(cls, prefix: str = VLM_PREFIX, **overrides: Any) -> OpenAIAnswerer:
@@ -164,10 +164,9 @@ class OpenAIAnswerer:
         return self.retry.call(lambda: self._request(messages, max_tokens), self._describe())
 
     def _request(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
-        with self._slots:  # held for the request only, not while backing off
-            raw = self.client.chat.completions.with_raw_response.create(
-                model=self.model, messages=messages, max_tokens=max_tokens, temperature=self.temperature
-            )
+        # The slot is held for the request only, not while backing off between tries.
+        raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(
+            model=self.model, messages=messages, max_tokens=max_tokens, temperature=self.temperature))
         return reply_answer(raw.http_response, self._describe())
 
     def _describe(self) -> str:

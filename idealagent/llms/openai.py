@@ -43,6 +43,7 @@ from idealagent.endpoints import (
     redact_url,
 )
 from idealagent.errors import IdealAgentError, ModelLoadError, ModelOutputError, one_line
+from idealagent.limits import AdaptiveLimit
 
 try:
     import openai
@@ -68,7 +69,7 @@ class EndpointChatModel(ChatOpenAI):
     retry_max_wait: float = 20.0
     """Cap on one wait between tries."""
 
-    _slots: tuple[int, threading.BoundedSemaphore] | None = PrivateAttr(default=None)
+    _slots: tuple[int, AdaptiveLimit] | None = PrivateAttr(default=None)
     _slots_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -76,11 +77,12 @@ class EndpointChatModel(ChatOpenAI):
         """The retry settings as one value."""
         return RetryPolicy(self.attempts, self.retry_initial_wait, self.retry_max_wait)
 
-    def _slot(self) -> threading.BoundedSemaphore:
+    def _slot(self) -> AdaptiveLimit:
         # Created on first use, so that model_copy(update={"max_concurrency": n}) gets its own.
+        # It halves on 429 and grows back: max_concurrency is the ceiling.
         with self._slots_lock:
             if self._slots is None or self._slots[0] != self.max_concurrency:
-                self._slots = (self.max_concurrency, threading.BoundedSemaphore(self.max_concurrency))
+                self._slots = (self.max_concurrency, AdaptiveLimit(self.max_concurrency))
             return self._slots[1]
 
     def __repr_args__(self) -> Any:
@@ -97,15 +99,15 @@ class EndpointChatModel(ChatOpenAI):
         slot = self._slot()
 
         def request() -> ChatResult:
-            with slot:  # held for the request only, not while backing off
-                try:
-                    return parent(messages, stop=stop, run_manager=run_manager, **kwargs)
-                except Exception as exc:
-                    if (error := self._not_json(exc)) is None:
-                        raise
-                    raise error from exc
+            try:
+                return parent(messages, stop=stop, run_manager=run_manager, **kwargs)
+            except Exception as exc:
+                if (error := self._not_json(exc)) is None:
+                    raise
+                raise error from exc
 
-        return self.retry_policy.call(request, self._describe())
+        # The slot is held for the request only, not while backing off between tries.
+        return self.retry_policy.call(lambda: slot.run(request), self._describe())
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
