@@ -199,7 +199,8 @@ def gib(size: int) -> float:
 def answer_counts(results: list) -> dict[str, Any]:
     """Non-empty answers and failures (the first failure's message, to say why)."""
     failures = [r for r in results if isinstance(r, Exception)]
-    counts: dict[str, Any] = {"answered": sum(isinstance(r, str) and bool(r.strip()) for r in results),
+    counts: dict[str, Any] = {"answered": sum(not isinstance(r, Exception) and bool(str(r).strip())
+                                              for r in results),
                               "failed": len(failures)}
     if failures:
         counts["first_error"] = f"{type(failures[0]).__name__}: {failures[0]}"
