@@ -164,3 +164,28 @@ def test_the_pipeline_runs_a_server_call_and_a_local_call_at_once():
     assert sorted(len(d.jobs) for d in done) == [1, 1, 1, 1]
     assert time.perf_counter() - began < 0.55  # 2 remote + local together, then the third remote
     assert abs(started["here"] - began) < 0.1
+
+
+def test_bench_runs_the_openai_preset_against_a_server_in_both_loops(monkeypatch):
+    """`idealagent bench --preset openai` against any OpenAI-compatible server (here the
+    latency stub of eval/, with no latency), pipelined and lock-step."""
+    import json
+
+    from eval.latency_stub import LatencyStub
+    from tests.test_cli import invoke
+
+    with LatencyStub(median=0.0, sigma=0.0, unconfident=0.5) as stub:
+        monkeypatch.setenv("IDEALAGENT_LLM_BASE_URL", stub.base_url)
+        monkeypatch.setenv("IDEALAGENT_LLM_MODEL", "stub")
+        for name in ("IDEALAGENT_VLM_BASE_URL", "IDEALAGENT_VLM_MODEL"):
+            monkeypatch.delenv(name, raising=False)
+        lines = []
+        for loop in ([], ["--lock-step"]):
+            result = invoke("bench", "--preset", "openai", "--samples", "6", "-b", "4", "--mode", "agent",
+                            "--json", *loop)
+            assert result.exit_code == 0, result.output
+            lines += [json.loads(line) for line in result.stdout.splitlines()]
+        assert stub.stats()["by_role"]["vlm"] > 0 and stub.stats()["by_role"]["reasoner"] > 0
+    assert [line["loop"] for line in lines] == ["pipelined", "lock-step"]
+    assert all(line["failures"] == 0 and line["samples"] == 6 for line in lines)
+    assert lines[0]["mean_rounds"] == lines[1]["mean_rounds"] > 1  # same work, unconfident verdicts

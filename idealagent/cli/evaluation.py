@@ -182,6 +182,9 @@ def bench_command(
     structured: Structured = None,
     vlm: VlmOption = None,
     llm: LlmOption = None,
+    lock_step: Annotated[bool, flag(
+        "--lock-step", help="Run the loop as first designed, one batched call per step for the whole batch, "
+        "to compare with the pipelined default.")] = False,
     json_output: Annotated[bool, flag("--json", help="One JSON line per measurement on stdout.")] = False,
     verbose: Verbose = False,
     debug: Debug = False,
@@ -202,10 +205,11 @@ def bench_command(
         overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
                                    max_sub_questions=max_sub_questions, structured=structured, vlm=vlm, llm=llm)
         items = load_benchmark(benchmark, data, split, limit=samples, seed=seed).items
-        agent = load_agent(preset, overrides)
+        agent = load_agent(preset, {**overrides, **({"pipeline": False} if lock_step else {})})
         lines = []
         for line in run_bench(agent, items, sizes, modes):  # type: ignore[arg-type]
-            line = {"preset": preset, "benchmark": benchmark, **line}
+            line = {"preset": preset, "benchmark": benchmark, "loop": "lock-step" if lock_step else "pipelined",
+                    **line}
             lines.append(line)
             if json_output:
                 typer.echo(json.dumps(line))
