@@ -50,6 +50,7 @@ class LatencyStub:
             self.first: float | None = None
             self.last: float | None = None
             self.by_role: dict[str, int] = {}
+            self.busy_by_role: dict[str, float] = {}
 
     def stats(self) -> dict[str, Any]:
         """The counters, and the mean requests in flight over the wall time."""
@@ -57,7 +58,8 @@ class LatencyStub:
             wall = (self.last - self.first) if self.first is not None and self.last is not None else 0.0
             return {"requests": self.requests, "busy_s": round(self.busy_s, 3), "wall_s": round(wall, 3),
                     "mean_in_flight": round(self.busy_s / wall, 2) if wall else 0.0,
-                    "most_in_flight": self.most_in_flight, "by_role": dict(self.by_role)}
+                    "most_in_flight": self.most_in_flight, "by_role": dict(self.by_role),
+                    "busy_s_by_role": {role: round(busy, 3) for role, busy in self.busy_by_role.items()}}
 
     def __enter__(self) -> LatencyStub:
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
@@ -80,9 +82,10 @@ class LatencyStub:
         if _has_image(body):
             return "vlm", latency, "A small red shape." if "Describe" in text else "red"
         if "sub_questions" in system:
-            round_number = text.count("Answer:") // 2 + 1
+            # One or two sub-questions, so that about half of all requests go to each server.
+            round_number = text.count("Answer:") + 1
             questions = [f"What colour is part {round_number}a?", f"What shape is part {round_number}b?"]
-            return "questioner", latency, json.dumps({"sub_questions": questions})
+            return "questioner", latency, json.dumps({"sub_questions": questions[: draw.choice((1, 2))]})
         confident = draw.random() >= self.unconfident
         answer = _first_choice(body) or "red"
         return "reasoner", latency, json.dumps({"analysis": "The answers say so.", "answer": answer,
@@ -116,6 +119,9 @@ def _first_choice(body: dict[str, Any]) -> str | None:
 def _handler(stub: LatencyStub) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm holds the
+        # body until the client's delayed ACK, about 40 ms a request. Real servers set it too.
+        disable_nagle_algorithm = True
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -152,6 +158,7 @@ def _handler(stub: LatencyStub) -> type[BaseHTTPRequestHandler]:
             with stub.lock:
                 stub.in_flight -= 1
                 stub.busy_s += ended - started
+                stub.busy_by_role[role] = stub.busy_by_role.get(role, 0.0) + ended - started
                 stub.last = ended if stub.last is None else max(stub.last, ended)
 
         def _send(self, code: int, payload: dict[str, Any]) -> None:

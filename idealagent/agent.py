@@ -212,13 +212,18 @@ class IdealAgent:
 
     def _lanes(self) -> list[Lane]:
         """A model that says how many requests it may have in flight (an endpoint's
-        ``max_concurrency``) is a server lane; any other is a local model on the shared device."""
+        ``max_concurrency``) is a server lane; any other is a local model on the shared device.
+
+        A server lane sends every ready call at once (up to the pool): the model's own limit
+        holds the requests in flight to its ``max_concurrency``, request by request. Capping
+        calls instead would leave slots idle while a call waits for the last of its requests.
+        """
         lanes: dict[str, Lane] = {}
-        for step, model in self._models().items():
+        for model in self._models().values():
             name = f"model-{id(model)}"
             concurrency = getattr(model, "max_concurrency", None)
             if isinstance(concurrency, int) and concurrency >= 1:
-                lanes[name] = Lane(name, concurrency=concurrency, max_batch=1)
+                lanes[name] = Lane(name, concurrency=max(concurrency, self.batch_size), max_batch=1)
             else:
                 lanes[name] = Lane(name, max_batch=self.batch_size, local=True)
         return list(lanes.values())

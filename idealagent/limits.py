@@ -38,7 +38,7 @@ class AdaptiveLimit:
         finally:
             with self._room:
                 self.in_flight -= 1
-                self._room.notify_all()
+                self._room.notify()  # one place freed: one waiter
 
     def overloaded(self) -> None:
         """The server refused a request as too many (429): halve the limit, once per cooldown."""

@@ -4,8 +4,9 @@ has returned and its model has room, instead of waiting for the whole batch at a
 Each model gets a ``Lane``; its requests wait there, one queue per step it serves (the answerer
 serves captions and answers, an LLM the questioner and the reasoner). Two kinds of lane:
 
-- a model server (an endpoint with ``max_concurrency``): up to that many calls in flight, each
-  of one sample's request(s), on worker threads; a request goes out as soon as a slot is free.
+- a model server (an endpoint with ``max_concurrency``): each ready sample's request(s) go out
+  at once as a call on a worker thread; the model itself holds its requests in flight to its
+  limit, request by request, so a slot frees the moment any request returns.
 - a local model: one call at a time, run on the calling thread (so Ctrl-C stops it at once).
   Whenever it is free it takes every ready request of the earliest step that has any, so
   samples that lag catch up and steps merge into the largest batches: continuous batching at
@@ -33,7 +34,7 @@ class Lane:
     """One model's queue and limits."""
 
     name: str
-    concurrency: int = 1  # calls in flight at once (a server); 1 with ``local``
+    concurrency: int = 1  # calls in flight at once (a server: the pool; its model limits requests)
     max_batch: int = 1  # requests per call: 1 for a server (each goes out alone), the pool for local
     local: bool = False  # runs on the shared device, one local call at a time, on the caller's thread
     in_flight: int = 0

@@ -142,16 +142,16 @@ class AdaptiveStructured:
         if not inputs:
             return []
         replies = self._runnable(form).batch(inputs, return_exceptions=True)
-        if form == "json_schema":
-            return replies  # already {"raw", "parsed", "parsing_error"}
         return [reply if isinstance(reply, Exception) else _as_structured(reply) for reply in replies]
 
     def _runnable(self, form: Form) -> Any:
+        # The model bound to a response_format, its reply parsed here: what with_structured_output
+        # sends, without its parallel runnable, which starts threads for every request.
         if form not in self._runnables:
             if form == "json_schema":
-                runnable = self.llm.with_structured_output(
-                    self.schema, method="json_schema", include_raw=True
-                )
+                body = {key: value for key, value in self.schema.items() if key != "title"}
+                runnable = self.llm.bind(response_format={"type": "json_schema", "json_schema": {
+                    "name": self.schema.get("title", "Reply"), "strict": False, "schema": body}})
             elif form == "json_object":
                 runnable = self.llm.bind(response_format={"type": "json_object", "schema": self.schema})
             else:

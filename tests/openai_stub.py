@@ -142,7 +142,10 @@ class StubServer:
 
 def _handler(stub: StubServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; without TCP_NODELAY, Nagle's algorithm holds the
+        # body until the client's delayed ACK, about 40 ms a request. Real servers set it too.
+        disable_nagle_algorithm = True  # keep-alive, as real servers do
 
         def log_message(self, *args: Any) -> None:  # keep test output clean
             pass

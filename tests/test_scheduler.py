@@ -36,16 +36,22 @@ def by_content(messages) -> str:
 
 
 class ServerChatModel(ScriptedChatModel):
-    """A scripted model that says it is a server: the pipeline sends it one sample a call,
-    up to ``max_concurrency`` at once, and it records how many were in flight together."""
+    """A scripted model that says it is a server: the pipeline sends it one sample a call, as
+    many at once as are ready, and it holds them to ``max_concurrency`` itself, as endpoint
+    models do; it records how many were in flight together."""
 
     max_concurrency: int = 3
     latency: float = 0.0
     most: int = 0
     _now: int = PrivateAttr(default=0)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _slots: threading.Semaphore = PrivateAttr(default_factory=lambda: threading.Semaphore(3))
 
     def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        with self._slots:
+            return self._counted(messages, stop, run_manager, **kwargs)
+
+    def _counted(self, messages, stop=None, run_manager=None, **kwargs):
         with self._lock:
             self._now += 1
             self.most = max(self.most, self._now)
@@ -63,8 +69,13 @@ class ServerAnswerer(ScriptedAnswerer):
     def __init__(self, *args, latency: float = 0.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.latency, self.now, self.most, self.lock = latency, 0, 0, threading.Lock()
+        self.slots = threading.Semaphore(self.max_concurrency)
 
     def answer(self, requests):
+        with self.slots:
+            return self._counted(requests)
+
+    def _counted(self, requests):
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
@@ -126,7 +137,8 @@ def test_servers_get_requests_of_different_steps_at_once_within_their_limits():
     answerer = ServerAnswerer(lambda q: q.split()[2], latency=0.02)
     traces = IdealAgent(llm, answerer, max_rounds=3, batch_size=8).run_batch(samples_of(COLOURS[:5] * 2))
     assert all(t.stop_reason in ("confident", "max_rounds") for t in traces)
-    assert llm.most == 3 and answerer.most == 2  # each model full, never past its limit
+    assert llm.most == 3 and answerer.most == 2  # each model kept full, and never past its limit
+    assert llm.batches and max(llm.batches) == 1  # one sample's request a call: each goes out alone
 
 
 def test_a_transient_fault_is_retried_in_the_pipeline_too():

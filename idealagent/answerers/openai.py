@@ -22,6 +22,7 @@ import base64
 import io
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
@@ -89,6 +90,8 @@ class OpenAIAnswerer:
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or LOCAL_API_KEY, timeout=timeout,
                                     max_retries=0)
         self._slots = AdaptiveLimit(max_concurrency)  # halves on 429 and grows back
+        self._threads: ThreadPoolExecutor | None = None  # made on first use
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_env(cls, prefix: str = VLM_PREFIX, **overrides: Any) -> OpenAIAnswerer:
@@ -143,14 +146,13 @@ class OpenAIAnswerer:
         return turns
 
     def _complete_all(self, conversations: list[list[dict[str, Any]]], max_tokens: int) -> list[Answer | Exception]:
-        """Every conversation's reply text (or its one-line error), in order, on up to
-        ``max_concurrency`` threads. A service that is down raises at once."""
+        """Every conversation's reply text (or its one-line error), in order: the calling thread
+        sends the first itself, the others go to threads the answerer keeps (starting threads
+        for every call costs more than the requests' own work). A service that is down raises."""
         if not conversations:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(conversations)),
-                                thread_name_prefix="vlm-endpoint") as pool:
-            futures = [pool.submit(self._complete, messages, max_tokens) for messages in conversations]
-            outcomes = [(f.result() if f.exception() is None else f.exception()) for f in futures]
+        futures = [self._pool().submit(self._outcome, messages, max_tokens) for messages in conversations[1:]]
+        outcomes = [self._outcome(conversations[0], max_tokens), *(future.result() for future in futures)]
         errors = [o for o in outcomes if isinstance(o, Exception)]
         if errors:
             log.info("%d of %d requests to %s failed: %s", len(errors), len(outcomes), self._describe(),
@@ -158,7 +160,19 @@ class OpenAIAnswerer:
             down = next((e for e in errors if failure_kind(e) == "down"), None)
             if down is not None:
                 raise down
-        return outcomes  # type: ignore[return-value]
+        return outcomes
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="vlm-endpoint")
+            return self._threads
+
+    def _outcome(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer | Exception:
+        try:
+            return self._complete(messages, max_tokens)
+        except Exception as exc:  # in its request's place; the caller decides
+            return exc
 
     def _complete(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
         return self.retry.call(lambda: self._request(messages, max_tokens), self._describe())
