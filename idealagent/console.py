@@ -7,6 +7,7 @@ stdout is reserved for ``--json``).
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from idealagent.errors import one_line
 from idealagent.trace import Round, Trace
 
 if TYPE_CHECKING:
@@ -80,7 +82,7 @@ def failure_summary(round_: Round) -> Text:
     """The round's unusable replies in one line: how many per role, and the last reason."""
     counts = Counter(failure.role for failure in round_.failures)
     per_role = ", ".join(f"{role} ×{count}" for role, count in counts.items())
-    last = " ".join(round_.failures[-1].error.split())
+    last = one_line(round_.failures[-1].error, limit=sys.maxsize)
     return Text.assemble((per_role, "yellow"), (f" — last: {_shorten(last, 100)}", "dim"))
 
 

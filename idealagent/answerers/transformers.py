@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from idealagent.answerers import Answer
 from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor
 from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
-from idealagent.llms.local import SHARED_LOAD_KWARGS, load_failure_message
+from idealagent.llms.local import SHARED_LOAD_KWARGS, load_failure_message, quiet_loading
 from idealagent.parsing import short_answer
 from idealagent.prompts import load_prompt
 
@@ -99,8 +99,9 @@ class TransformersAnswerer:
             config = AutoConfig.from_pretrained(name, **shared)
             _require_vlm(config, name)
             processor = load_processor(name, shared)
-            model = AutoModelForImageTextToText.from_pretrained(
-                name, dtype=dtype, device_map=device_map, **load_kwargs)
+            with quiet_loading():  # no weight-loading bar or warnings: the library never prints
+                model = AutoModelForImageTextToText.from_pretrained(
+                    name, dtype=dtype, device_map=device_map, **load_kwargs)
         except (OSError, ValueError) as error:  # transformers' "not found" and "not a model"
             raise ModelLoadError(load_failure_message(name, error)) from error
         return cls(model.eval(), processor, model_name=name,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
-from idealagent.errors import IdealAgentError, ModelLoadError
+from idealagent.errors import IdealAgentError, ModelLoadError, one_line
 from idealagent.presets import get_preset, load_preset
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def error_line(message: str) -> None:
     """Print one ``error: ...`` line on stderr."""
     sys.stdout.flush()  # keep the line in order with what came before it when both go to one file
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    typer.echo(f"error: {one_line(message, limit=sys.maxsize)}", err=True)
 
 
 @contextmanager
@@ -80,7 +80,7 @@ class _OneLineFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             message += f" ({type(exc).__name__}: {exc})"
-        return " ".join(message.split())
+        return one_line(message, limit=sys.maxsize)
 
 
 @contextmanager
