@@ -148,9 +148,9 @@ class IdealAgent:
         active: list[Job] = []
         health = Health(self.settings.down_after)
         steps = Steps(self)
-        table = {name: Step(lane, lambda jobs, name=name: steps.call(name, jobs))
-                 for name, lane in self._lanes_of_steps().items()}
-        with Pipeline(self._lanes(), table) as pipeline:
+        lanes, lane_of = self._lanes()
+        table = {name: Step(lane, lambda jobs, name=name: steps.call(name, jobs)) for name, lane in lane_of.items()}
+        with Pipeline(lanes, table) as pipeline:
             while True:
                 yield "finished", self._fill(active, waiting)  # unreadable images finish at once
                 if not active:
@@ -202,28 +202,23 @@ class IdealAgent:
 
     # -- which model each step uses ------------------------------------------------------------
 
-    def _models(self) -> dict[str, Any]:
-        return {"caption": self.answerer, "ask": self.questioner.caller.llm, "answer": self.answerer,
-                "judge": self.reasoner.caller.llm}
+    def _lanes(self) -> tuple[list[Lane], dict[str, str]]:
+        """One lane per model object (a model serving two steps has one), and each step's lane.
 
-    def _lanes_of_steps(self) -> dict[str, str]:
-        """Each step's lane: one lane per model object, so a model serving two steps has one."""
-        return {step: f"model-{id(model)}" for step, model in self._models().items()}
-
-    def _lanes(self) -> list[Lane]:
-        """A model that says how many requests it may have in flight (an endpoint's
+        A model that says how many requests it may have in flight (an endpoint's
         ``max_concurrency``) is a server lane; any other is a local model on the shared device.
-
         A server lane sends every ready call at once (up to the pool): the model's own limit
         holds the requests in flight to its ``max_concurrency``, request by request. Capping
         calls instead would leave slots idle while a call waits for the last of its requests.
         """
+        models = {"caption": self.answerer, "ask": self.questioner.caller.llm, "answer": self.answerer,
+                  "judge": self.reasoner.caller.llm}
         lanes: dict[str, Lane] = {}
-        for model in self._models().values():
+        for model in models.values():
             name = f"model-{id(model)}"
             concurrency = getattr(model, "max_concurrency", None)
             if isinstance(concurrency, int) and concurrency >= 1:
                 lanes[name] = Lane(name, concurrency=max(concurrency, self.batch_size), max_batch=1)
             else:
                 lanes[name] = Lane(name, max_batch=self.batch_size, local=True)
-        return list(lanes.values())
+        return list(lanes.values()), {step: f"model-{id(model)}" for step, model in models.items()}
