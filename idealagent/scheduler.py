@@ -74,11 +74,6 @@ class Pipeline(Generic[J]):
         """Queue ``job`` for ``step``."""
         self.steps[step].queue.append(job)
 
-    @property
-    def busy(self) -> bool:
-        """Whether anything is queued or in flight."""
-        return bool(self._futures) or any(step.queue for step in self.steps.values())
-
     def next(self) -> Done[J]:
         """Send what the lanes have room for, then return one finished call (the oldest of
         those finished), running a local call here if nothing else has finished. A call's

@@ -92,6 +92,15 @@ def each(call: Callable[[list[X]], Sequence[Reply]], inputs: Sequence[X]) -> lis
     return each(call, inputs[:half]) + each(call, inputs[half:])
 
 
+def raise_first(results: Sequence[Reply | Exception]) -> list[Reply]:
+    """``results`` if none failed; else raise the first failure (for ``answer``/``caption``
+    built on a backend's ``answer_each``/``caption_each``)."""
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return list(results)  # type: ignore[arg-type]
+
+
 def answer_each(answerer: Any, requests: Sequence[tuple[Image, str]]) -> list[Reply | Exception]:
     """One answer or one exception per request: the backend's own ``answer_each`` where it has
     one (no request is repeated), else ``answer`` through ``each``."""

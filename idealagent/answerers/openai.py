@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 from idealagent import parsing
-from idealagent.answerers import Answer
+from idealagent.answerers import Answer, raise_first
 from idealagent.endpoints import (
     LOCAL_API_KEY,
     VLM_PREFIX,
@@ -106,11 +106,11 @@ class OpenAIAnswerer:
 
     def answer(self, requests: Sequence[tuple[Image, str]]) -> list[Answer]:
         """One short answer per (image, question), in order; raises if any request failed."""
-        return _raise_first(self.answer_each(requests))
+        return raise_first(self.answer_each(requests))
 
     def caption(self, images: Sequence[Image]) -> list[Answer]:
         """One sentence per image, in order; raises if any request failed."""
-        return _raise_first(self.caption_each(images))
+        return raise_first(self.caption_each(images))
 
     def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[Answer | Exception]:
         """Like ``answer``, but a request that failed has its error in its place, so one
@@ -192,13 +192,6 @@ class OpenAIAnswerer:
             raise ModelOutputError(f"{self._describe()}: no answer in the reply {reply.text[:80]!r}",
                                    raw=reply.text)
         return reply.with_text(answer)
-
-
-def _raise_first(results: list[Any]) -> list[Any]:
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-    return results
 
 
 def _or_error(parse: Any, reply: Answer) -> Answer | Exception:

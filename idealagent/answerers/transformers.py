@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from idealagent.answerers import Answer
+from idealagent.answerers import Answer, raise_first
 from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor
 from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
 from idealagent.llms.local import SHARED_LOAD_KWARGS, load_failure_message, quiet_loading
@@ -109,13 +109,12 @@ class TransformersAnswerer:
 
     def answer(self, requests: Sequence[tuple[Image, str]]) -> list[Answer]:
         """One short answer per (image, question); raises the first request's error if any
-        failed (the agent then retries sample by sample, so only that sample stops)."""
-        return _raise_first(self.answer_each(requests))
+        failed (the agent uses ``answer_each``, so only the sample at fault stops)."""
+        return raise_first(self.answer_each(requests))  # type: ignore[return-value]
 
     def caption(self, images: Sequence[Image]) -> list[Answer]:
         """One short description per image."""
-        prompts = [self._prompt("caption", "") for _ in images]
-        return _raise_first(self._generate_all(list(images), prompts, max_words=30))
+        return raise_first(self.caption_each(images))  # type: ignore[return-value]
 
     def caption_each(self, images: Sequence[Image]) -> list[Answer | Exception]:
         """Like ``caption``, with each image's failure in its place."""
@@ -250,13 +249,6 @@ def _as_list(value: Any) -> list[Any]:
 def _generated_length(row: list[int], ends: set[Any]) -> int:
     """Tokens one row generated: up to and including its first end token."""
     return next((i + 1 for i, token in enumerate(row) if token in ends), len(row))
-
-
-def _raise_first(results: list[Answer | Exception]) -> list[Answer]:
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-    return results  # type: ignore[return-value]
 
 
 def _image_error(name: str, image: Any, error: Exception) -> ImageError:

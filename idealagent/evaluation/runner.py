@@ -208,8 +208,9 @@ class EvalPlan:
                         log.info("%s", progress_line(progress))
             unfinished = len(stream.unfinished)
             if unfinished:
-                log.warning("%d samples were not run to the end because a model service kept failing "
-                            "(first: %s); rerun the same command to retry them", unfinished, stream.unfinished[0])
+                # The CLI says so in its one error line; this is for --verbose and library logs.
+                log.info("%d samples were not run to the end because a model service kept failing "
+                         "(first: %s); rerun the same command to retry them", unfinished, stream.unfinished[0])
         return EvalResult(self.out, progress.done, progress.new, progress.failures, progress.agent_accuracy,
                           progress.baseline_accuracy, progress.elapsed_s, unfinished)
 
