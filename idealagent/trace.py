@@ -99,8 +99,33 @@ class Verdict(BaseModel):
 
     analysis: str
     answer: str | None  # None: the reasoner could not decide (only in non-final rounds)
-    confidence: float = Field(ge=0.0, le=1.0)
+    confidence: float = Field(ge=0.0, le=1.0)  # as the reasoner stated it
     choice_index: int | None = None  # index into Sample.choices, for choice kinds
+    # What else speaks for or against the answer (confidence.py names them: the reasoner's
+    # probability of its answer tokens, agreement with the direct answer and the sub-answers...);
+    # a signal the models could not give is absent, never guessed.
+    signals: dict[str, float] = Field(default_factory=dict)
+    calibrated: float | None = None  # the signals through the calibration: what the loop acts on
+    votes: list[str] = Field(default_factory=list)  # answers of the sampled reasoner replies (--votes)
+
+
+class DirectAnswer(BaseModel):
+    """The answerer's own answer to the main question, asked once before round 1.
+
+    It is evidence for the reasoner, a candidate for the final answer, and in evaluation the
+    answerer-alone baseline.
+    """
+
+    question: str  # as the answerer was asked it (the options and answer format included)
+    reply: str = ""  # what the answerer said
+    answer: str | None = None  # the reply read as an answer (a choice, for choice kinds)
+    choice_index: int | None = None
+    signals: dict[str, float] = Field(default_factory=dict)
+    calibrated: float | None = None
+    error: str | None = None  # the answerer failed on this sample
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
 
 
 class Failure(BaseModel):
@@ -152,9 +177,13 @@ class Trace(BaseModel):
 
     sample: Sample
     caption: str | None = None
+    direct: DirectAnswer | None = None  # the answerer's own answer, when the agent asks for it
     rounds: list[Round] = Field(default_factory=list)
     answer: str | None = None
-    confidence: float | None = None
+    confidence: float | None = None  # the answer's calibrated confidence
+    # Which candidate the answer is: the direct answer, or a round's verdict (answer_round).
+    answer_source: Literal["direct", "round"] | None = None
+    answer_round: int | None = None
     stop_reason: StopReason | None = None
     error: str | None = None
     # Seconds per phase (caption, questioner, answerer, reasoner). A batched call's time is

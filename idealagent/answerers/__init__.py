@@ -32,13 +32,16 @@ class Answer:
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
+    # The probability the model gave the tokens of this answer (their product), from its own
+    # scores: None where the backend can't tell (a server that returns no logprobs).
+    probability: float | None = None
 
     def __str__(self) -> str:
         return self.text
 
     def with_text(self, text: str) -> Answer:
         """The same counts for another text (the reply trimmed to its answer)."""
-        return Answer(text, self.input_tokens, self.output_tokens)
+        return Answer(text, self.input_tokens, self.output_tokens, self.probability)
 
 
 # What an answerer returns per request: a plain string (a backend that cannot count tokens,
@@ -49,6 +52,11 @@ Reply = str | Answer
 def text_of(answer: Reply) -> str:
     """The text of an answer, whichever form it came in."""
     return answer.text if isinstance(answer, Answer) else str(answer)
+
+
+def probability_of(answer: Reply) -> float | None:
+    """The model's probability of an answer's tokens; None for a plain string or when unknown."""
+    return answer.probability if isinstance(answer, Answer) else None
 
 
 def tokens_of(answer: Reply) -> tuple[int, int]:
