@@ -1,8 +1,9 @@
 """The IdealGPT loop: ask sub-questions, answer them from the image, judge, repeat if unsure.
 
 ``IdealAgent._advance`` is the whole algorithm. It keeps a pool of up to ``batch_size`` samples
-in flight. Each sample goes caption → questioner → answerer → reasoner, and round after round
-until the reasoner is confident or the rounds run out; finished samples leave and waiting ones
+in flight. Each sample goes caption → direct answer → questioner → answerer → reasoner, and
+round after round until the best candidate answer's calibrated confidence reaches the threshold
+(calibration.py) or the rounds run out; finished samples leave and waiting ones
 join. Each sample moves to its next step as soon as its own step returns (scheduler.py sends
 each model the requests it has room for), so no model waits at a barrier for the slowest
 sample of a phase. ``pipeline=False`` keeps the first design, one batched call per phase for
@@ -26,12 +27,13 @@ from idealagent.roles import Questioner, Reasoner
 from idealagent.scheduler import Lane, Pipeline, Step
 from idealagent.settings import AgentSettings
 from idealagent.steps import STEPS, Health, Job, Steps, stop
-from idealagent.trace import Round, Sample, TaskKind, Trace
+from idealagent.trace import DirectAnswer, Round, Sample, TaskKind, Trace
 
 log = logging.getLogger(__name__)
 
 # What the loop yields after each step, for stream() and the console.
-EVENT = {"caption": "captioned", "ask": "asked", "answer": "answered", "judge": "judged"}
+EVENT = {"caption": "captioned", "direct": "answered_directly", "ask": "asked", "answer": "answered",
+         "judge": "judged"}
 
 
 class IdealAgent:
@@ -90,8 +92,9 @@ class IdealAgent:
         return trace
 
     def stream(self, image: Any, question: str, *, choices: Sequence[str] | None = None,
-               kind: TaskKind | None = None, partial: bool = False) -> Iterator[Round | Trace]:
-        """Yield each Round as it completes, then the finished Trace.
+               kind: TaskKind | None = None, partial: bool = False) -> Iterator[DirectAnswer | Round | Trace]:
+        """Yield the direct answer (when the agent asks for one) and each Round as it
+        completes, then the finished Trace.
 
         With ``partial=True`` the current Round is also yielded after its sub-questions are
         asked and after they are answered (the same object, filled in further each time).
@@ -101,10 +104,12 @@ class IdealAgent:
         job = Job(Trace(sample=sample, settings=self.record), load_image(image))
         return self._stream_job(job, partial)
 
-    def _stream_job(self, job: Job, partial: bool) -> Iterator[Round | Trace]:
+    def _stream_job(self, job: Job, partial: bool) -> Iterator[DirectAnswer | Round | Trace]:
         rounds = job.trace.rounds
         for phase, jobs in self._advance(iter([job])):
-            if jobs and (phase == "judged" or partial and phase in ("asked", "answered")):
+            if jobs and phase == "answered_directly" and job.trace.direct is not None:
+                yield job.trace.direct
+            elif jobs and (phase == "judged" or partial and phase in ("asked", "answered")):
                 yield rounds[-1]
             elif jobs and phase == "finished" and rounds and rounds[-1].verdict is None:
                 yield rounds[-1]  # a round cut short by a failure still gets shown
@@ -211,8 +216,8 @@ class IdealAgent:
         holds the requests in flight to its ``max_concurrency``, request by request. Capping
         calls instead would leave slots idle while a call waits for the last of its requests.
         """
-        models = {"caption": self.answerer, "ask": self.questioner.caller.llm, "answer": self.answerer,
-                  "judge": self.reasoner.caller.llm}
+        models = {"caption": self.answerer, "direct": self.answerer, "ask": self.questioner.caller.llm,
+                  "answer": self.answerer, "judge": self.reasoner.caller.llm}
         lanes: dict[str, Lane] = {}
         for model in models.values():
             name = f"model-{id(model)}"

@@ -104,9 +104,10 @@ def normalized(answer: str | None) -> str:
 
 
 def agrees(answer: str | None, other: str | None) -> bool:
-    """Whether two answers say the same thing (after ``normalized``)."""
+    """Whether two answers say the same thing: equal after ``normalized``, or one names the
+    other ("a tabby cat" and "cat"; not "cat" and "catamaran")."""
     a, b = normalized(answer), normalized(other)
-    return bool(a) and a == b
+    return bool(a) and bool(b) and (a == b or names(a, b) or names(b, a))
 
 
 def names(text: str | None, answer: str | None) -> bool:

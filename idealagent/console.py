@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from idealagent.errors import one_line
-from idealagent.trace import Round, Trace
+from idealagent.trace import DirectAnswer, Round, Trace
 
 if TYPE_CHECKING:
     from idealagent.agent import IdealAgent
@@ -72,10 +72,37 @@ def round_panel(round_: Round, threshold: float) -> Panel:
         rows.add_row("analysis", Text(verdict.analysis or "—", style="italic"))
         answer = Text(verdict.answer, style="bold") if verdict.answer else Text("undecided", style="dim")
         rows.add_row("answer", answer)
-        rows.add_row("confidence", confidence_bar(verdict.confidence, threshold))
+        # Traces written before calibration acted on the stated confidence.
+        acted_on = verdict.calibrated if verdict.calibrated is not None or verdict.signals else verdict.confidence
+        rows.add_row("confidence", confidence_bar(acted_on, threshold))
+        if verdict.answer and verdict.signals:
+            rows.add_row("signals", signals_text(verdict.signals))
     if round_.failures:
         rows.add_row("retries", failure_summary(round_))
     return Panel(rows, title=title, title_align="left", border_style="green" if verdict else "blue")
+
+
+def direct_panel(direct: DirectAnswer, threshold: float) -> Panel:
+    """The answerer's direct answer to the main question, with its calibrated confidence."""
+    rows = Table.grid(padding=(0, 1))
+    rows.add_column(style="bold cyan", no_wrap=True)
+    rows.add_column()
+    rows.add_row("Q", Text(direct.question))
+    if direct.error is not None:
+        rows.add_row("A", Text(f"failed: {direct.error}", style="red"))
+    else:
+        rows.add_row("A", Text(direct.answer, style="bold") if direct.answer else Text("no answer", style="dim"))
+        rows.add_row("confidence", confidence_bar(direct.calibrated, threshold))
+        if direct.signals:
+            rows.add_row("signals", signals_text(direct.signals))
+    return Panel(rows, title="Direct answer (the vision model alone)", title_align="left", border_style="green")
+
+
+def signals_text(signals: dict[str, float]) -> Text:
+    """A candidate's raw signals in one dim line: ``stated 0.90 · answer_prob 0.41 · ...``."""
+    if not signals:
+        return Text("none", style="dim")
+    return Text(" · ".join(f"{name} {value:.2f}" for name, value in signals.items()), style="dim")
 
 
 def failure_summary(round_: Round) -> Text:
@@ -92,9 +119,9 @@ def result_panel(trace: Trace, threshold: float) -> Panel:
     rows.add_column(style="bold", no_wrap=True)
     rows.add_column()
     answer = Text(trace.answer, style="bold green") if trace.answer else Text("no answer", style="bold red")
-    source = answer_round(trace)
-    if source is not None and trace.rounds and source != trace.rounds[-1].index:
-        answer.append(f"  (from round {source})", style="dim")
+    source = answer_source_text(trace)
+    if source:
+        answer.append(f"  ({source})", style="dim")
     rows.add_row("answer", answer)
     rows.add_row("confidence", confidence_bar(trace.confidence, threshold))
     rows.add_row("stopped", Text(stop_reason_text(trace)))
@@ -113,17 +140,16 @@ def result_panel(trace: Trace, threshold: float) -> Panel:
     return Panel(rows, title="Result", title_align="left", border_style="green" if trace.answer else "red")
 
 
-def answer_round(trace: Trace) -> int | None:
-    """The round whose verdict is the trace's answer (the latest, if several agree), or None.
-
-    After a forced last round or a failed role the agent keeps the most confident earlier
-    verdict, so the answer need not be the last round's.
-    """
+def answer_source_text(trace: Trace) -> str:
+    """Where the answer came from when that is news: the direct answer, or a round's verdict
+    other than the last (the agent keeps the candidate with the highest calibrated confidence)."""
     if trace.answer is None:
-        return None
-    matches = [r.index for r in trace.rounds if r.verdict is not None
-               and r.verdict.answer == trace.answer and r.verdict.confidence == trace.confidence]
-    return matches[-1] if matches else None
+        return ""
+    if trace.answer_source == "direct":
+        return "the vision model's direct answer"
+    if trace.answer_round is not None and trace.rounds and trace.answer_round != trace.rounds[-1].index:
+        return f"from round {trace.answer_round}"
+    return ""
 
 
 def stop_reason_text(trace: Trace) -> str:
@@ -147,6 +173,8 @@ def print_trace(console: Console, trace: Trace, threshold: float) -> None:
         header.add_row("choices", " | ".join(sample.choices))
     header.add_row("caption", trace.caption or "—")
     console.print(header)
+    if trace.direct is not None:
+        console.print(direct_panel(trace.direct, threshold))
     for round_ in trace.rounds:
         console.print(round_panel(round_, threshold))
     console.print(result_panel(trace, threshold))
@@ -176,11 +204,16 @@ class LiveRun:
                   refresh_per_second=8) as live:
             return self._consume(updates, live)
 
-    def _consume(self, updates: Iterable[Round | Trace], live: Live | None) -> Trace:
+    def _consume(self, updates: Iterable[DirectAnswer | Round | Trace], live: Live | None) -> Trace:
         for update in updates:
             if isinstance(update, Trace):
                 self._finish(update.rounds)  # a round cut short (e.g. the questioner failed)
                 return update
+            if isinstance(update, DirectAnswer):
+                self.console.print(direct_panel(update, self.threshold))
+                if live is not None:
+                    live.update(self._status("round 1: asking sub-questions"))
+                continue
             self._finish(r for r in [update] if r.verdict is not None)
             if live is not None:
                 live.update(self._current(update))
@@ -195,7 +228,8 @@ class LiveRun:
     def _current(self, round_: Round) -> RenderableType:
         if round_.index <= self._printed:  # judged: either done, or the next round is being asked
             verdict = round_.verdict
-            if round_.forced or (verdict is not None and verdict.confidence >= self.threshold):
+            calibrated = verdict.calibrated if verdict is not None else None
+            if round_.forced or (calibrated is not None and calibrated >= self.threshold):
                 return self._status("finishing")
             return self._status(f"round {round_.index + 1}: asking sub-questions")
         phase = "answering" if any(not qa.answer for qa in round_.sub_qas) else "judging"

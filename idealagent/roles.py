@@ -23,7 +23,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from idealagent import parsing
-from idealagent.errors import ModelOutputError, failure_kind, one_line
+from idealagent.confidence import TokenLogprob, message_logprobs
+from idealagent.errors import InputError, ModelOutputError, failure_kind, one_line
 from idealagent.prompts import PromptSpec, load_prompt
 from idealagent.settings import StructuredMode
 from idealagent.structured import AdaptiveStructured, FormProbe, needs_probe, probe_for
@@ -52,6 +53,8 @@ class Outcome(Generic[T]):
     input_tokens: int = 0
     output_tokens: int = 0
     last_error: ModelOutputError | None = None
+    # The reply's generated tokens and their log-probabilities, where the model gives them.
+    logprobs: list[TokenLogprob] | None = None
     # The model call itself failed for reasons outside the sample (a server down, retries
     # exhausted): not a reply to repair, and never a result. The agent decides what follows.
     infra_error: Exception | None = None
@@ -133,6 +136,7 @@ class StructuredCaller:
                     if error is not None:
                         raise ModelOutputError(f"the model call failed: {error}", raw)
                     outcome.value = parsers[i](data, raw)
+                    outcome.logprobs = message_logprobs(message)
                 except ModelOutputError as exc:
                     outcome.last_error = exc
                     outcome.failures.append(
@@ -198,6 +202,7 @@ def _prompt_vars(trace: Trace) -> dict[str, Any]:
         "kind": sample.kind,
         "choices": sample.choices or [],
         "caption": trace.caption or "none",
+        "direct_answer": trace.direct.answer if trace.direct and trace.direct.answer else "",
         "evidence": [qa for r in trace.rounds for qa in r.sub_qas if qa.answer],
     }
 
@@ -291,6 +296,8 @@ class Reasoner:
     ) -> None:
         self.prompt = prompt or load_prompt("reasoner", prompts_dir)
         self.caller = StructuredCaller(llm, "reasoner", prompts_dir=prompts_dir, **caller_options)
+        self.prompts_dir = prompts_dir
+        self._sampler: StructuredCaller | None = None  # the --votes caller, made on first use
 
     @property
     def structured_form(self) -> str | None:
@@ -329,6 +336,25 @@ class Reasoner:
         schemas = [self.schema(trace) for trace in traces]
         parsers = [self._parser(trace, is_final) for trace, is_final in zip(traces, final)]
         return self.caller(conversations, schemas, parsers)
+
+    def vote(self, traces: Sequence[Trace], final: Sequence[bool], votes: int,
+             temperature: float) -> list[list[Outcome[Verdict]]]:
+        """``votes`` more verdicts per trace, sampled at ``temperature`` (one try each): their
+        agreement with the verdict is the self-consistency signal."""
+        llm = self.caller.llm
+        if "temperature" not in type(llm).model_fields:
+            raise InputError(f"--votes needs a reasoner model with a temperature; {type(llm).__name__} has none")
+        if self._sampler is None or self._sampler.llm.temperature != temperature:
+            self._sampler = StructuredCaller(llm.model_copy(update={"temperature": temperature}), "reasoner",
+                                             attempts=1, structured=self.caller.structured,
+                                             prompts_dir=self.prompts_dir)
+        repeated_traces = [trace for trace in traces for _ in range(votes)]
+        repeated_final = [is_final for is_final in final for _ in range(votes)]
+        conversations = [self.prompt.render(trace.sample.kind, **_prompt_vars(trace), final=is_final)
+                         for trace, is_final in zip(repeated_traces, repeated_final)]
+        outcomes = self._sampler(conversations, [self.schema(t) for t in repeated_traces],
+                                 [self._parser(t, f) for t, f in zip(repeated_traces, repeated_final)])
+        return [outcomes[i * votes : (i + 1) * votes] for i in range(len(traces))]
 
     @staticmethod
     def _parser(trace: Trace, final: bool) -> Callable[[dict[str, Any] | None, str], Verdict]:

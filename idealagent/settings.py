@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from idealagent.calibration import Calibration, resolve
 from idealagent.errors import InputError
 
 StructuredMode = Literal["auto", "on", "off"]
@@ -32,13 +33,24 @@ class AgentSettings(BaseModel):
 
     max_rounds: int = _setting(3, "Most question → answer → judge rounds.", flag="--max-rounds", ge=1)
     confidence_threshold: float = _setting(
-        0.7, "Stop once the reasoner's confidence reaches this (0..1).", flag="--threshold", ge=0.0, le=1.0)
+        0.7, "Stop once the best answer's calibrated confidence reaches this (0..1).", flag="--threshold",
+        ge=0.0, le=1.0)
     max_sub_questions: int = _setting(3, "Most sub-questions per round (1..5).", flag="--max-sub-questions",
                                       ge=1, le=5)
     attempts: int = _setting(3, "Tries for a questioner or reasoner reply that cannot be used.", ge=1)
     structured: StructuredMode = _setting(
         "auto", "JSON-schema structured output for the questioner and reasoner: auto (where the model "
         "has it), on, or off (parse plain text: servers without json_schema).", flag="--structured")
+    direct_answer: bool = _setting(
+        True, "Ask the answerer the main question before round 1: evidence for the reasoner and a "
+        "candidate for the final answer.", flag="--direct-answer/--no-direct-answer")
+    calibration: Calibration = _setting(
+        Calibration(), "How signals become the confidence the threshold applies to: a file from "
+        "`idealagent calibrate`, default (a fixed combination) or stated (the reasoner's stated "
+        "confidence alone).", flag="--calibration")
+    votes: int = _setting(0, "Sample the reasoner this many more times (temperature vote_temperature); "
+                          "the share agreeing with its answer is a signal.", flag="--votes", ge=0, le=16)
+    vote_temperature: float = _setting(0.7, "Sampling temperature of the --votes replies.", gt=0.0, le=2.0)
     batch_size: int = _setting(8, "Samples the agent runs together.", fingerprint=False, ge=1)
     pipeline: bool = _setting(
         True, "Move each sample on as soon as its own step returns (off: one call per step for the whole "
@@ -49,6 +61,11 @@ class AgentSettings(BaseModel):
     down_after: int = _setting(
         8, "Requests failing on the infrastructure in a row, none passing, that mean a service is down.",
         fingerprint=False, ge=1)
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _calibration(cls, value: Any) -> Calibration:
+        return resolve(value)  # a file's path or a built-in name becomes the Calibration
 
     @classmethod
     def of(cls, **values: Any) -> AgentSettings:

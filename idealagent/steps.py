@@ -1,4 +1,4 @@
-"""The four steps of the loop, each split in two: the *call* (the model work for a batch of
+"""The five steps of the loop, each split in two: the *call* (the model work for a batch of
 samples, safe to run on a worker thread, touching no trace) and the *apply* (what the result
 means for each sample's trace, run by the loop itself). agent.py decides when each runs.
 
@@ -15,10 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from idealagent.answerers import Reply, answer_each, caption_each, text_of, tokens_of
+from idealagent import confidence
+from idealagent.answerers import Reply, answer_each, caption_each, probability_of, text_of, tokens_of
+from idealagent.direct import direct_question, read_direct_reply
 from idealagent.errors import IdealAgentError, ServiceDownError, failure_kind, one_line
+from idealagent.parsing import choice_letter
 from idealagent.roles import Outcome, RepeatedQuestionsError
-from idealagent.trace import Round, SubQA, Trace
+from idealagent.trace import DirectAnswer, Round, SubQA, Trace, Verdict
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -27,10 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Step = Literal["caption", "ask", "answer", "judge"]
-STEPS: tuple[Step, ...] = ("caption", "ask", "answer", "judge")
+Step = Literal["caption", "direct", "ask", "answer", "judge"]
+STEPS: tuple[Step, ...] = ("caption", "direct", "ask", "answer", "judge")
 # The name each step's time and failures go under in the trace.
-PHASE: dict[str, str] = {"caption": "caption", "ask": "questioner", "answer": "answerer", "judge": "reasoner"}
+PHASE: dict[str, str] = {"caption": "caption", "direct": "direct", "ask": "questioner", "answer": "answerer",
+                         "judge": "reasoner"}
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Steps:
 
     def __init__(self, agent: IdealAgent) -> None:
         self.agent = agent
+        self._seconds = 0.0  # the time of the call being applied
 
     # -- calls: model work only ---------------------------------------------------------------
 
@@ -76,12 +81,18 @@ class Steps:
         try:
             if step == "caption":
                 return caption_each(agent.answerer, [job.image for job in jobs])
+            if step == "direct":
+                return answer_each(agent.answerer, [(job.image, direct_question_of(job.trace)) for job in jobs])
             if step == "ask":
                 return agent.questioner.ask([job.trace for job in jobs])
             if step == "answer":
                 return answer_each(agent.answerer, [(job.image, qa.question) for job in jobs
                                                     for qa in job.trace.rounds[-1].sub_qas])
-            return agent.reasoner.judge([job.trace for job in jobs], [job.trace.rounds[-1].forced for job in jobs])
+            traces, final = [job.trace for job in jobs], [job.trace.rounds[-1].forced for job in jobs]
+            verdicts = agent.reasoner.judge(traces, final)
+            votes = agent.settings.votes
+            samples = agent.reasoner.vote(traces, final, votes, agent.settings.vote_temperature) if votes else None
+            return verdicts, samples
         except Exception as exc:
             raise down_error(PHASE[step], exc) from exc
 
@@ -90,13 +101,18 @@ class Steps:
     def apply(self, step: Step, jobs: list[Job], result: Any, seconds: float, health: Health) -> list[Job]:
         """Record ``result`` in the jobs' traces (with an equal share of the call's ``seconds``)
         and move each job on; returns those that completed the step."""
+        self._seconds = seconds
         for job in jobs:
             timings = job.trace.timings
             timings[PHASE[step]] = timings.get(PHASE[step], 0.0) + seconds / len(jobs)
-        if step in ("caption", "answer"):
+        if step in ("caption", "direct", "answer"):
             return self._apply_looks(step, jobs, result, health)
         self._record_form(step, jobs)
-        progressed = self._apply_ask(jobs, result) if step == "ask" else self._apply_judge(jobs, result)
+        if step == "judge":
+            result, samples = result
+            progressed = self._apply_judge(jobs, result, samples)
+        else:
+            progressed = self._apply_ask(jobs, result)
         failures = [(job, o.infra_error) for job, o in zip(jobs, result) if o.infra_error is not None]
         for job, error in failures:
             self._infra_failure(job, PHASE[step], error)
@@ -104,15 +120,23 @@ class Steps:
         return progressed
 
     def _apply_looks(self, step: Step, jobs: list[Job], outputs: list[Any], health: Health) -> list[Job]:
-        """Captions or sub-answers: a job with a failed input gets none. Its own fault (an image
-        the processor rejects, an empty reply) stops it; the infrastructure's leaves it here."""
+        """Captions, direct answers or sub-answers: a job with a failed input gets none. Its own
+        fault (an image the processor rejects, an empty reply) stops it (the direct answer's
+        only records it: the loop can do without); the infrastructure's leaves it here."""
         phase, progressed, infra, start = PHASE[step], [], [], 0
+        share = self._seconds / max(1, len(jobs))
         for job in jobs:
-            count = 1 if step == "caption" else len(job.trace.rounds[-1].sub_qas)
+            count = len(job.trace.rounds[-1].sub_qas) if step == "answer" else 1
             mine, start = list(outputs[start : start + count]), start + count
             error = next((o for o in mine if isinstance(o, Exception)), None)
             if error is None:
-                self._take_looks(step, job, mine)
+                self._take_looks(step, job, mine, share)
+                progressed.append(job)
+            elif failure_kind(error) == "sample" and step == "direct":
+                log.warning("the direct answer failed for a sample: %s: %s", type(error).__name__, one_line(error))
+                job.trace.direct = DirectAnswer(question=direct_question_of(job.trace),
+                                                error=f"{type(error).__name__}: {one_line(error)}")
+                job.step = "ask"
                 progressed.append(job)
             elif failure_kind(error) == "sample":
                 log.warning("%s failed for a sample: %s: %s", phase, type(error).__name__, one_line(error))
@@ -123,13 +147,15 @@ class Steps:
         health.record(infra, len(jobs) - len(infra))
         return progressed
 
-    @staticmethod
-    def _take_looks(step: Step, job: Job, outputs: list[Any]) -> None:
+    def _take_looks(self, step: Step, job: Job, outputs: list[Any], seconds: float) -> None:
         trace = job.trace
         if step == "caption":
             trace.caption = text_of(outputs[0])
             count_answerer_tokens(trace, outputs[0])
-            job.step = "ask"
+            job.step = "direct" if self.agent.settings.direct_answer else "ask"
+            return
+        if step == "direct":
+            self._take_direct(job, outputs[0], seconds)
             return
         for qa, answer in zip(trace.rounds[-1].sub_qas, outputs):
             qa.answer = text_of(answer)
@@ -149,31 +175,91 @@ class Steps:
             account(trace, round_, outcome)
             if outcome.value is None:
                 repeated = isinstance(outcome.last_error, RepeatedQuestionsError)
-                finish_with_best_verdict(job, "no_new_questions" if repeated else "questioner_failed")
+                finish_with_best(job, "no_new_questions" if repeated else "questioner_failed")
             else:
                 round_.sub_qas = [SubQA(question=q) for q in outcome.value]
                 job.step = "answer"
                 asked.append(job)
         return asked
 
-    def _apply_judge(self, jobs: list[Job], outcomes: list[Outcome[Any]]) -> list[Job]:
+    def _take_direct(self, job: Job, reply: Reply, seconds: float) -> None:
+        """The answerer's direct answer: recorded, given its signals and calibrated confidence;
+        confident enough, it is the answer and no round is needed."""
+        trace, sample = job.trace, job.trace.sample
+        text = text_of(reply)
+        answer, index = read_direct_reply(sample.kind, sample.choices, text)
+        signals: dict[str, float] = {}
+        probability = probability_of(reply)
+        if probability is not None and answer is not None:
+            signals["answer_prob"] = probability
+        if answer is not None and trace.caption:
+            signals["in_caption"] = float(confidence.names(trace.caption, answer))
+        trace.direct = direct = DirectAnswer(
+            question=direct_question_of(trace), reply=text, answer=answer, choice_index=index, signals=signals,
+            input_tokens=tokens_of(reply)[0], output_tokens=tokens_of(reply)[1], latency_s=seconds)
+        if answer is not None:
+            direct.calibrated = self.agent.settings.calibration.confidence("direct", signals)
+        trace.usage.answerer_calls += 1
+        count_answerer_tokens(trace, reply)
+        job.step = "ask"
+        if direct.calibrated is not None and direct.calibrated >= self.agent.confidence_threshold:
+            stop(job, "confident", best_candidate(trace))
+
+    def _apply_judge(self, jobs: list[Job], outcomes: list[Outcome[Verdict]],
+                     samples: list[list[Outcome[Verdict]]] | None) -> list[Job]:
         judged = []
-        for job, outcome in zip(jobs, outcomes):
+        for i, (job, outcome) in enumerate(zip(jobs, outcomes)):
             round_ = job.trace.rounds[-1]
             account(job.trace, round_, outcome)
+            for vote in samples[i] if samples else []:
+                account(job.trace, None, vote)
             if outcome.infra_error is not None:
                 continue
             judged.append(job)
             if outcome.value is None:
-                finish_with_best_verdict(job, "reasoner_failed")
+                finish_with_best(job, "reasoner_failed")
                 continue
             round_.verdict = verdict = outcome.value
+            self._weigh(job.trace, verdict, outcome, samples[i] if samples else None)
             job.step = "ask"
-            if verdict.confidence >= self.agent.confidence_threshold:
-                stop(job, "confident", answer=verdict.answer, confidence=verdict.confidence)
+            best = best_candidate(job.trace)
+            if best is not None and best.confidence is not None and best.confidence >= self.agent.confidence_threshold:
+                stop(job, "confident", best)
             elif round_.forced:
-                finish_with_best_verdict(job, "max_rounds")
+                finish_with_best(job, "max_rounds")
         return judged
+
+    def _weigh(self, trace: Trace, verdict: Verdict, outcome: Outcome[Verdict],
+               votes: list[Outcome[Verdict]] | None) -> None:
+        """A verdict's signals (confidence.py) and its calibrated confidence."""
+        if verdict.answer is None:
+            return  # undecided: not a candidate
+        signals = {"stated": verdict.confidence}
+        written = choice_letter(verdict.choice_index) if (
+            trace.sample.kind == "multiple_choice" and verdict.choice_index is not None) else verdict.answer
+        probability = confidence.answer_probability(outcome.logprobs, written)
+        if probability is not None:
+            signals["answer_prob"] = probability
+        direct = trace.direct
+        if direct is not None and direct.answer is not None:
+            if "answer_prob" in direct.signals:
+                signals["direct_prob"] = direct.signals["answer_prob"]
+            same = (direct.choice_index == verdict.choice_index if verdict.choice_index is not None
+                    else confidence.agrees(direct.answer, verdict.answer))
+            signals["agrees_direct"] = float(same)
+        sub_answers = [qa.answer for r in trace.rounds for qa in r.sub_qas if qa.answer]
+        support = confidence.share_naming(sub_answers, verdict.answer)
+        if support is not None:
+            signals["agrees_sub"] = support
+        if trace.caption:
+            signals["in_caption"] = float(confidence.names(trace.caption, verdict.answer))
+        if votes:
+            verdict.votes = [v.value.answer for v in votes if v.value is not None and v.value.answer is not None]
+            share = confidence.majority_share(verdict.votes, verdict.answer)
+            if share is not None:
+                signals["votes"] = share
+        verdict.signals = signals
+        verdict.calibrated = self.agent.settings.calibration.confidence("verdict", signals)
 
     def _record_form(self, step: Step, jobs: list[Job]) -> None:
         """Which structured-output form the role of ``step`` took for these samples."""
@@ -220,17 +306,49 @@ def count_answerer_tokens(trace: Trace, answer: Reply) -> None:
     trace.usage.answerer_output_tokens += output_tokens
 
 
-def stop(job: Job, reason: str, *, answer: str | None = None, confidence: float | None = None,
-         error: str | None = None) -> None:
+@dataclass(frozen=True)
+class Candidate:
+    """A possible final answer: the direct answer, or a round's verdict."""
+
+    answer: str
+    confidence: float | None  # calibrated; None when the calibration gives it none
+    source: Literal["direct", "round"]
+    round: int | None = None
+
+
+def best_candidate(trace: Trace) -> Candidate | None:
+    """The candidate with the highest calibrated confidence (the later one on a tie); one
+    without a confidence only when no other has one (a last resort, never a winner)."""
+    found: list[tuple[bool, float, int, Candidate]] = []
+    direct = trace.direct
+    if direct is not None and direct.answer is not None:
+        found.append((direct.calibrated is not None, direct.calibrated or 0.0, 0,
+                      Candidate(direct.answer, direct.calibrated, "direct")))
+    for round_ in trace.rounds:
+        verdict = round_.verdict
+        if verdict is not None and verdict.answer is not None:
+            found.append((verdict.calibrated is not None, verdict.calibrated or 0.0, round_.index,
+                          Candidate(verdict.answer, verdict.calibrated, "round", round_.index)))
+    return max(found, key=lambda c: c[:3])[3] if found else None
+
+
+def direct_question_of(trace: Trace) -> str:
+    """The main question of ``trace`` as the answerer is asked it directly."""
+    sample = trace.sample
+    return direct_question(sample.kind, sample.question, sample.choices)
+
+
+def stop(job: Job, reason: str, answer: Candidate | None = None, *, error: str | None = None) -> None:
     """End the job's sample with a stop reason (and its answer, or the error)."""
     trace = job.trace
-    trace.stop_reason, trace.answer, trace.confidence, trace.error = reason, answer, confidence, error
+    trace.stop_reason, trace.error = reason, error
+    if answer is not None:
+        trace.answer, trace.confidence = answer.answer, answer.confidence
+        trace.answer_source, trace.answer_round = answer.source, answer.round
     trace.latency_s = time.perf_counter() - job.started
 
 
-def finish_with_best_verdict(job: Job, reason: str) -> None:
-    """Stop below the threshold with the most confident answer any round gave (if any): a
-    forced last-round guess at 0.1 should not override an earlier answer at 0.6."""
-    verdict = job.trace.best_verdict
-    stop(job, reason, answer=verdict.answer if verdict else None,
-         confidence=verdict.confidence if verdict else None)
+def finish_with_best(job: Job, reason: str) -> None:
+    """Stop below the threshold with the candidate of highest calibrated confidence (if any):
+    a forced last-round guess at 0.1 should not override an earlier answer at 0.6."""
+    stop(job, reason, best_candidate(job.trace))

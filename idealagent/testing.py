@@ -18,6 +18,10 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 Reply = str | Exception | Callable[[list[BaseMessage]], str]
 
+# The loop as IdealGPT ran it: no direct answer, and the reasoner's stated confidence decides.
+# Tests of the loop's mechanics use it so their scripted replies mean what they meant.
+IDEALGPT_LOOP: dict[str, object] = {"direct_answer": False, "calibration": "stated"}
+
 
 class ScriptedChatModel(BaseChatModel):
     """Replies with the next queued reply; records each conversation and each batch.

@@ -62,7 +62,8 @@ def build(**_: Any) -> dict[str, Any]:
 
 
 PRESET = Preset(NAME, "Deterministic fake models for evaluation tests.", build,
-                {"max_rounds": 2, "batch_size": 4, "attempts": 1})
+                # The stated confidence decides, so each scripted verdict stops the loop at once.
+                {"max_rounds": 2, "batch_size": 4, "attempts": 1, "calibration": "stated"})
 
 
 def register() -> None:

@@ -10,14 +10,14 @@ from PIL import Image
 
 from idealagent import IdealAgent, Sample, Trace
 from idealagent.errors import ImageError, InputError, ModelLoadError
-from idealagent.testing import ScriptedAnswerer, ScriptedChatModel, flat
+from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel, flat
 from tests.conftest import sub_questions, verdict
 
 
 def make_agent(replies, answer="red", **settings):
     llm = ScriptedChatModel(replies=list(replies))
     answerer = ScriptedAnswerer(answer)
-    return IdealAgent(llm, answerer, **settings), llm, answerer
+    return IdealAgent(llm, answerer, **{**IDEALGPT_LOOP, **settings}), llm, answerer
 
 
 def test_stops_when_confident(red_image):
@@ -193,7 +193,8 @@ def test_run_batch_matches_one_by_one_runs():
 
     def agent_and_llm(batch_size):
         llm = ScriptedChatModel(replies=[scripted_by_content] * 50)
-        return IdealAgent(llm, ScriptedAnswerer(lambda q: q.split()[2]), max_rounds=3, batch_size=batch_size), llm
+        return IdealAgent(llm, ScriptedAnswerer(lambda q: q.split()[2]), max_rounds=3, batch_size=batch_size,
+                          **IDEALGPT_LOOP), llm
 
     batch_agent, batch_llm = agent_and_llm(batch_size=8)
     batched = batch_agent.run_batch(samples)
@@ -214,7 +215,7 @@ def test_pool_refill_keeps_the_batch_full():
     samples = [Sample(image=Image.new("RGB", (8, 8), c), question=f"Is the image {c}?") for c in ("blue", "red", "green")]
     llm = ScriptedChatModel(replies=[scripted_by_content] * 50)
     answerer = ScriptedAnswerer("yes")
-    agent = IdealAgent(llm, answerer, max_rounds=2, batch_size=2)
+    agent = IdealAgent(llm, answerer, max_rounds=2, batch_size=2, **IDEALGPT_LOOP)
     finished = [t.sample.question for t in agent.iter_batch(samples)]
     # red finishes in round 1, so green joins blue's second round: batches stay at 2.
     assert finished == ["Is the image red?", "Is the image blue?", "Is the image green?"]
@@ -243,7 +244,7 @@ def test_an_answerer_crash_fails_only_the_sample_at_fault():
         return "yes"
 
     llm = ScriptedChatModel(replies=[scripted_by_content] * 20)
-    agent = IdealAgent(llm, ScriptedAnswerer(answer), max_rounds=1)
+    agent = IdealAgent(llm, ScriptedAnswerer(answer), max_rounds=1, **IDEALGPT_LOOP)
     samples = [Sample(image=Image.new("RGB", (8, 8), c), question=f"Is the image {c}?") for c in ("red", "blue")]
     red, blue = agent.run_batch(samples)
     assert red.answer == "red" and red.stop_reason == "confident"

@@ -15,7 +15,7 @@ from idealagent import IdealAgent
 from idealagent.answerers import Answer, Answerer, text_of, tokens_of
 from idealagent.evaluation.baseline import run_baseline
 from idealagent.evaluation.items import EvalItem
-from idealagent.testing import ScriptedAnswerer, ScriptedChatModel
+from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel
 from tests.conftest import sub_questions, verdict
 
 
@@ -45,7 +45,7 @@ def test_answer_counts_survive_the_path_to_the_trace(red_image: Image.Image) -> 
     llm = ScriptedChatModel(replies=[sub_questions(*questions), verdict("red", 0.9)])
     answerer = CountingAnswerer()
     assert isinstance(answerer, Answerer)
-    trace = IdealAgent(llm, answerer).run(red_image, "What colour is the image?")
+    trace = IdealAgent(llm, answerer, **IDEALGPT_LOOP).run(red_image, "What colour is the image?")
     assert trace.caption == "a red square"
     assert [qa.answer for qa in trace.rounds[0].sub_qas] == ["red", "red"]
     assert trace.usage.answerer_input_tokens == 100 + sum(map(len, questions))
@@ -57,7 +57,7 @@ def test_answer_counts_survive_the_path_to_the_trace(red_image: Image.Image) -> 
 
 def test_plain_str_answers_still_work_with_no_counts(red_image: Image.Image) -> None:
     llm = ScriptedChatModel(replies=[sub_questions("What colour is it?"), verdict("red", 0.9)])
-    trace = IdealAgent(llm, ScriptedAnswerer("red")).run(red_image, "What colour is the image?")
+    trace = IdealAgent(llm, ScriptedAnswerer("red"), **IDEALGPT_LOOP).run(red_image, "What colour is the image?")
     assert trace.answer == "red" and trace.rounds[0].sub_qas[0].answer == "red"
     assert trace.usage.answerer_calls == 1
     assert trace.usage.answerer_input_tokens == trace.usage.answerer_output_tokens == 0

@@ -21,7 +21,7 @@ from idealagent.cli import app
 from idealagent.console import LiveRun
 from idealagent.examples import example_image
 from idealagent.presets import Preset
-from idealagent.testing import ScriptedAnswerer, ScriptedChatModel
+from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel
 from idealagent.trace import Trace
 from tests.conftest import sub_questions, verdict
 
@@ -54,7 +54,7 @@ def script(monkeypatch: pytest.MonkeyPatch) -> Script:
     script = Script()
     script.replies = [sub_questions("What animal is it?", "What colour is it?"),
                       verdict("cat", 0.9, "A cat.")]
-    preset = Preset("scripted", "Scripted replies for tests.", script.build, {"max_rounds": 2})
+    preset = Preset("scripted", "Scripted replies for tests.", script.build, {"max_rounds": 2, **IDEALGPT_LOOP})
     monkeypatch.setitem(idealagent.presets.PRESETS, "scripted", preset)
     return script
 

@@ -21,7 +21,7 @@ from idealagent.console import LiveRun
 from idealagent.errors import ServiceDownError
 from idealagent.presets import Preset
 from idealagent.settings import FIELD_FLAGS, AgentSettings
-from idealagent.testing import ScriptedAnswerer, ScriptedChatModel
+from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel
 from idealagent.trace import Round, Sample, SubQA, Trace, Verdict
 from tests.conftest import sub_questions, verdict
 from tests.test_cli import CAT, ENV, Script, assert_one_error_line, invoke, script  # noqa: F401
@@ -76,6 +76,7 @@ def test_loop_options_come_from_the_settings_model(command: str) -> None:
 
     params = {opt: param for param in typer.main.get_command(app).commands[command].params for opt in param.opts}
     for name, flag in FIELD_FLAGS.items():
+        flag = flag.split("/")[0]  # --direct-answer/--no-direct-answer
         assert params[flag].help == AgentSettings.model_fields[name].description
         assert params[flag].show_default == "from the preset" and params[flag].default is None
     text = run(command, "--help").stdout
@@ -133,7 +134,7 @@ def test_a_service_going_down_mid_round_leaves_no_half_drawn_panel() -> None:
         raise ServiceDownError("VLM endpoint down")
 
     llm = ScriptedChatModel(replies=[sub_questions("What animal is it?")])
-    preset = Preset("down", "", lambda: {"llm": llm, "answerer": ScriptedAnswerer(down)})
+    preset = Preset("down", "", lambda: {"llm": llm, "answerer": ScriptedAnswerer(down)}, IDEALGPT_LOOP)
     idealagent.presets.PRESETS["down"] = preset
     try:
         agent = idealagent.presets.load_preset("down")

@@ -59,7 +59,9 @@ def test_a_run_writes_a_header_and_one_scored_line_per_sample(tmp_path: Path, fa
     header, rows = read_lines(tmp_path / "r.jsonl")
     assert header["benchmark"] == "jsonl" and header["split"] == "test" and header["preset"] == fake
     assert header["settings"] == {"max_rounds": 2, "confidence_threshold": 0.7, "max_sub_questions": 3,
-                                  "attempts": 1, "structured": "auto", "preset": fake}
+                                  "attempts": 1, "structured": "auto", "direct_answer": True,
+                                  "calibration": {"method": "stated", "fits": {}, "fitted_on": {}},
+                                  "votes": 0, "vote_temperature": 0.7, "preset": fake}
     assert header["shard"] == [0, 1] and header["baseline"] is True and header["seed"] == 0
     assert sorted(row["id"] for row in rows) == [f"q{n:02d}" for n in range(N_ITEMS)]
     for row in rows:

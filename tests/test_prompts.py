@@ -19,6 +19,7 @@ VARIABLES = {
     "caption": "probably a tabby cat",
     "evidence": [SubQA(question="What animal is it?", answer="a cat")],
     "analysis": "It looks like a cat.",
+    "direct_answer": "a cat",
     "max_sub_questions": 3,
     "final": True,
 }

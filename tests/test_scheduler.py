@@ -16,7 +16,7 @@ from pydantic import PrivateAttr
 from idealagent import IdealAgent, Sample, Trace
 from idealagent.errors import InfrastructureError
 from idealagent.scheduler import Lane, Pipeline, Step
-from idealagent.testing import ScriptedAnswerer, ScriptedChatModel
+from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel
 from tests.conftest import sub_questions, verdict
 
 COLOURS = ("red", "blue", "green", "white", "black", "grey")
@@ -103,9 +103,9 @@ def comparable(trace: Trace) -> dict:
 def agent(kind: str, batch_size: int, **settings) -> IdealAgent:
     answer = lambda q: q.split()[2]  # noqa: E731 - "Is it red 0?" -> "red"
     if kind == "server":
-        return IdealAgent(ServerChatModel(replies=[by_content] * 500), ServerAnswerer(answer), max_rounds=3,
+        return IdealAgent(ServerChatModel(replies=[by_content] * 500), ServerAnswerer(answer), max_rounds=3, **IDEALGPT_LOOP,
                           batch_size=batch_size, **settings)
-    return IdealAgent(ScriptedChatModel(replies=[by_content] * 500), ScriptedAnswerer(answer), max_rounds=3,
+    return IdealAgent(ScriptedChatModel(replies=[by_content] * 500), ScriptedAnswerer(answer), max_rounds=3, **IDEALGPT_LOOP,
                       batch_size=batch_size, **settings)
 
 
@@ -127,7 +127,7 @@ def test_one_local_model_gets_the_lock_step_batches():
     llms = []
     for pipeline in (False, True):
         llm = ScriptedChatModel(replies=[by_content] * 100)
-        IdealAgent(llm, ScriptedAnswerer("yes"), max_rounds=3, batch_size=3, pipeline=pipeline).run_batch(samples)
+        IdealAgent(llm, ScriptedAnswerer("yes"), max_rounds=3, batch_size=3, pipeline=pipeline, **IDEALGPT_LOOP).run_batch(samples)
         llms.append(llm.batches)
     assert llms[0] == llms[1]
 
@@ -135,7 +135,7 @@ def test_one_local_model_gets_the_lock_step_batches():
 def test_servers_get_requests_of_different_steps_at_once_within_their_limits():
     llm = ServerChatModel(replies=[by_content] * 500, latency=0.02)
     answerer = ServerAnswerer(lambda q: q.split()[2], latency=0.02)
-    traces = IdealAgent(llm, answerer, max_rounds=3, batch_size=8).run_batch(samples_of(COLOURS[:5] * 2))
+    traces = IdealAgent(llm, answerer, max_rounds=3, batch_size=8, **IDEALGPT_LOOP).run_batch(samples_of(COLOURS[:5] * 2))
     assert all(t.stop_reason in ("confident", "max_rounds") for t in traces)
     assert llm.most == 3 and answerer.most == 2  # each model kept full, and never past its limit
     assert llm.batches and max(llm.batches) == 1  # one sample's request a call: each goes out alone

@@ -43,7 +43,9 @@ def test_none_means_the_default_and_replace_checks_again():
 def test_the_fingerprint_has_what_changes_answers_and_not_the_speed_knobs():
     fingerprint = AgentSettings(batch_size=32, infra_retries=0).fingerprint()
     assert fingerprint == {"max_rounds": 3, "confidence_threshold": 0.7, "max_sub_questions": 3,
-                           "attempts": 3, "structured": "auto"}
+                           "attempts": 3, "structured": "auto", "direct_answer": True,
+                           "calibration": {"method": "default", "fits": {}, "fitted_on": {}},
+                           "votes": 0, "vote_temperature": 0.7}
     assert set(AgentSettings().record()) == set(AgentSettings.model_fields)
 
 
@@ -54,4 +56,6 @@ def test_presets_override_the_defaults_and_the_user_overrides_the_preset():
 
 def test_every_flag_names_a_setting():
     assert FIELD_FLAGS == {"max_rounds": "--max-rounds", "confidence_threshold": "--threshold",
-                           "max_sub_questions": "--max-sub-questions", "structured": "--structured"}
+                           "max_sub_questions": "--max-sub-questions", "structured": "--structured",
+                           "direct_answer": "--direct-answer/--no-direct-answer", "calibration": "--calibration",
+                           "votes": "--votes"}

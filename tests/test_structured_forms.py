@@ -18,6 +18,7 @@ from idealagent.errors import InfrastructureError, ModelOutputError
 from idealagent.llms.openai import make_chat_model
 from idealagent.roles import Questioner
 from idealagent.structured import AdaptiveStructured, FormProbe, form_rejected, probe_for
+from idealagent.testing import IDEALGPT_LOOP
 from tests.openai_stub import LLAMA_CPP_PYTHON_REFUSAL, Status, StubServer, format_of, text_of
 
 FAST = {"retry_initial_wait": 0.01, "retry_max_wait": 0.02}
@@ -64,7 +65,7 @@ SERVERS = [
 def test_auto_finds_the_form_once_and_completes_every_sample(refuse, form, make_llm):
     with StubServer(endpoint, refuse=refuse) as stub:
         answerer = OpenAIAnswerer("stub-vlm", stub.base_url, timeout=5.0, **FAST)
-        agent = IdealAgent(make_llm(stub), answerer, max_rounds=2)
+        agent = IdealAgent(make_llm(stub), answerer, max_rounds=2, **IDEALGPT_LOOP)
         image = Image.new("RGB", (8, 8), "red")
         traces = agent.run_batch([Sample(image=image, question=QUESTION),
                                   Sample(image=image, question="Is the object red?", kind="yes_no"),
@@ -169,7 +170,7 @@ def test_the_cli_trace_settings_record_the_form(monkeypatch):
 def test_trace_settings_record_the_form():
     with StubServer(endpoint, refuse={"json_schema": LLAMA_CPP_PYTHON_REFUSAL}) as stub:
         answerer = OpenAIAnswerer("stub-vlm", stub.base_url, timeout=5.0, **FAST)
-        trace = IdealAgent(endpoint_model(stub), answerer).run(Image.new("RGB", (8, 8), "red"), QUESTION)
+        trace = IdealAgent(endpoint_model(stub), answerer, **IDEALGPT_LOOP).run(Image.new("RGB", (8, 8), "red"), QUESTION)
         _settings_record_the_form(trace.settings)
 
 

@@ -19,11 +19,14 @@ from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_a
 from idealagent.cli.options import (
     Debug,
     LlmOption,
+    CalibrationFile,
+    DirectAnswer,
     MaxRounds,
     MaxSubQuestions,
     PresetOption,
     Structured,
     Threshold,
+    Votes,
     Verbose,
     VlmOption,
     flag,
@@ -66,6 +69,9 @@ def ask(
     threshold: Threshold = None,
     max_sub_questions: MaxSubQuestions = None,
     structured: Structured = None,
+    direct_answer: DirectAnswer = None,
+    calibration: CalibrationFile = None,
+    votes: Votes = None,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     json_output: Annotated[bool, flag("--json", help="Print only the trace as JSON on stdout.")] = False,
@@ -77,7 +83,9 @@ def ask(
         choices = choice or None
         check_question(question, choices, kind)
         overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
-                                   max_sub_questions=max_sub_questions, structured=structured, vlm=vlm, llm=llm)
+                                   max_sub_questions=max_sub_questions, structured=structured,
+                                   direct_answer=direct_answer, calibration=calibration, votes=votes,
+                                   vlm=vlm, llm=llm)
         picture = load_image(image)
         agent = load_agent(preset, overrides)
         # With --json, stdout holds the trace alone: the rounds go to stderr, and only to a terminal.
@@ -103,6 +111,9 @@ def chat(
     threshold: Threshold = None,
     max_sub_questions: MaxSubQuestions = None,
     structured: Structured = None,
+    direct_answer: DirectAnswer = None,
+    calibration: CalibrationFile = None,
+    votes: Votes = None,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     verbose: Verbose = False,
@@ -111,7 +122,9 @@ def chat(
     """Ask questions about an image one after another (reads stdin; /help lists commands)."""
     with cli_logging(verbose, debug), exit_on_error(debug):
         overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
-                                   max_sub_questions=max_sub_questions, structured=structured, vlm=vlm, llm=llm)
+                                   max_sub_questions=max_sub_questions, structured=structured,
+                                   direct_answer=direct_answer, calibration=calibration, votes=votes,
+                                   vlm=vlm, llm=llm)
         picture = load_image(image)
         agent = load_agent(preset, overrides)
         ChatSession(agent, Console(), image, picture, debug=debug).run()

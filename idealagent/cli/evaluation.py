@@ -21,11 +21,14 @@ from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_a
 from idealagent.cli.options import (
     Debug,
     LlmOption,
+    CalibrationFile,
+    DirectAnswer,
     MaxRounds,
     MaxSubQuestions,
     PresetOption,
     Structured,
     Threshold,
+    Votes,
     Verbose,
     VlmOption,
     flag,
@@ -79,6 +82,9 @@ def eval_command(
     threshold: Threshold = None,
     max_sub_questions: MaxSubQuestions = None,
     structured: Structured = None,
+    direct_answer: DirectAnswer = None,
+    calibration: CalibrationFile = None,
+    votes: Votes = None,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     verbose: Verbose = False,
@@ -90,7 +96,9 @@ def eval_command(
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
         overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
-                                   max_sub_questions=max_sub_questions, structured=structured, vlm=vlm, llm=llm)
+                                   max_sub_questions=max_sub_questions, structured=structured,
+                                   direct_answer=direct_answer, calibration=calibration, votes=votes,
+                                   vlm=vlm, llm=llm)
         plan = prepare_eval(benchmark, data, split, out=out, preset=preset,
                             settings=expected_settings(preset, overrides), limit=limit, seed=seed,
                             shard=shard_pair, force=force, baseline=not no_baseline, vqa_metric=vqa_metric)
@@ -180,6 +188,9 @@ def bench_command(
     threshold: Threshold = None,
     max_sub_questions: MaxSubQuestions = None,
     structured: Structured = None,
+    direct_answer: DirectAnswer = None,
+    calibration: CalibrationFile = None,
+    votes: Votes = None,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     lock_step: Annotated[bool, flag(
@@ -203,7 +214,9 @@ def bench_command(
         if samples < 1 or min(sizes) < 1:
             raise InputError("--samples and every --batch-size must be at least 1")
         overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
-                                   max_sub_questions=max_sub_questions, structured=structured, vlm=vlm, llm=llm)
+                                   max_sub_questions=max_sub_questions, structured=structured,
+                                   direct_answer=direct_answer, calibration=calibration, votes=votes,
+                                   vlm=vlm, llm=llm)
         items = load_benchmark(benchmark, data, split, limit=samples, seed=seed).items
         agent = load_agent(preset, {**overrides, **({"pipeline": False} if lock_step else {})})
         lines = []

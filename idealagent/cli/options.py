@@ -101,10 +101,12 @@ def setting_option(name: str, *names: str) -> Any:
     description as the help, its values as the metavar, and the preset as its default."""
     field = AgentSettings.model_fields[name]
     annotation = field.annotation
-    if get_origin(annotation) is not None and get_args(annotation):  # a Literal: its values
+    if annotation is bool:  # --x/--no-x
+        metavar = ""
+    elif get_origin(annotation) is not None and get_args(annotation):  # a Literal: its values
         metavar = "|".join(map(str, get_args(annotation)))
     else:
-        metavar = {int: "N", float: "X"}.get(annotation, "TEXT")  # type: ignore[arg-type]
+        metavar = {int: "N", float: "X"}.get(annotation, "FILE")  # type: ignore[arg-type]
     return typer.Option(*(names or (FIELD_FLAGS[name],)), metavar=metavar, help=field.description,
                         show_default=FROM_PRESET)
 
@@ -112,17 +114,23 @@ def setting_option(name: str, *names: str) -> Any:
 def _setting_type(name: str) -> Any:
     """``Annotated[T | None, option]`` for a field with a flag; T is what typer can parse."""
     annotation = AgentSettings.model_fields[name].annotation
-    python_type = annotation if annotation in (int, float) else str  # a Literal is checked later
+    # A Literal, or a calibration's file or name, is checked by the settings.
+    python_type = annotation if annotation in (int, float, bool) else str
     return Annotated[python_type | None, setting_option(name)]  # type: ignore[valid-type]
 
 
 # Parameter name (the flag without dashes) → settings field, e.g. threshold → confidence_threshold.
-LOOP_PARAMS: dict[str, str] = {flag.lstrip("-").replace("-", "_"): name for name, flag in FIELD_FLAGS.items()}
+# (--direct-answer/--no-direct-answer → direct_answer)
+LOOP_PARAMS: dict[str, str] = {flag.split("/")[0].lstrip("-").replace("-", "_"): name
+                               for name, flag in FIELD_FLAGS.items()}
 
 MaxRounds = _setting_type("max_rounds")
 Threshold = _setting_type("confidence_threshold")
 MaxSubQuestions = _setting_type("max_sub_questions")
 Structured = _setting_type("structured")
+DirectAnswer = _setting_type("direct_answer")
+CalibrationFile = _setting_type("calibration")
+Votes = _setting_type("votes")
 
 
 def loop_overrides(preset: str, *, vlm: str | None = None, llm: str | None = None,

@@ -14,22 +14,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from idealagent.answerers import answer_each, tokens_of
+from idealagent.direct import direct_question, read_direct_reply
 from idealagent.errors import IdealAgentError, failure_kind, one_line
 from idealagent.evaluation.metrics import DEFAULT_VQA_METRIC
 from idealagent.images import load_image
-from idealagent.parsing import choice_letter, match_choice, short_answer
 
 if TYPE_CHECKING:
     from idealagent.answerers import Answerer
     from idealagent.evaluation.items import EvalItem
 
 log = logging.getLogger(__name__)
-
-# The question formats are part of the evaluation protocol (like LLaVA's "Answer the question
-# using a single word or phrase"), so they live here rather than in prompts/.
-YES_NO_SUFFIX = "Answer yes or no."
-OPTIONS_SUFFIX = "Answer with one option."
-ENTAILMENT_FORMAT = 'Statement about the image: "{hypothesis}" Is it entailed, neutral or contradicted?'
 
 
 @dataclass
@@ -58,23 +52,13 @@ class BaselineResult:
 
 
 def baseline_question(item: EvalItem) -> str:
-    """The benchmark question as the answerer is asked it directly."""
-    if item.kind == "open":
-        return item.question
-    if item.kind == "yes_no":
-        return f"{item.question} {YES_NO_SUFFIX}"
-    question = ENTAILMENT_FORMAT.format(hypothesis=item.question) if item.kind == "entailment" else item.question
-    options = " ".join(f"{choice_letter(i)}) {choice}" for i, choice in enumerate(item.sample_choices))
-    return f"{question} Options: {options}. {OPTIONS_SUFFIX}"
+    """The benchmark question as the answerer is asked it directly (the agent's direct question)."""
+    return direct_question(item.kind, item.question, item.sample_choices)
 
 
 def read_reply(item: EvalItem, reply: str) -> tuple[str | None, int | None]:
     """(prediction, choice index) from the answerer's reply; an option it doesn't name is None."""
-    if item.kind == "open":
-        return short_answer(reply) or reply.strip() or None, None
-    choices = item.sample_choices
-    index = match_choice(reply, choices)
-    return (choices[index] if index is not None else reply.strip() or None), index
+    return read_direct_reply(item.kind, item.sample_choices, reply)
 
 
 def load_images(items: Sequence[EvalItem]) -> dict[str, Any]:

@@ -1,0 +1,37 @@
+"""The direct question: the main question as the answerer is asked it before round 1.
+
+The same question is the evaluation's answerer-alone baseline, so its format is part of the
+evaluation protocol (like LLaVA's "Answer the question using a single word or phrase"): for
+choice kinds the options go into the question, and the reply is mapped back to an option; an
+open reply is cut to its first short phrase, as the agent's answers are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from idealagent.parsing import choice_letter, match_choice, short_answer
+
+YES_NO_SUFFIX = "Answer yes or no."
+OPTIONS_SUFFIX = "Answer with one option."
+ENTAILMENT_FORMAT = 'Statement about the image: "{hypothesis}" Is it entailed, neutral or contradicted?'
+
+
+def direct_question(kind: str, question: str, choices: Sequence[str] | None) -> str:
+    """The main question as the answerer is asked it directly."""
+    if kind == "open":
+        return question
+    if kind == "yes_no":
+        return f"{question} {YES_NO_SUFFIX}"
+    text = ENTAILMENT_FORMAT.format(hypothesis=question) if kind == "entailment" else question
+    options = " ".join(f"{choice_letter(i)}) {choice}" for i, choice in enumerate(choices or []))
+    return f"{text} Options: {options}. {OPTIONS_SUFFIX}"
+
+
+def read_direct_reply(kind: str, choices: Sequence[str] | None, reply: str) -> tuple[str | None, int | None]:
+    """(answer, choice index) from the answerer's reply; an option it doesn't name is None."""
+    if kind == "open":
+        return short_answer(reply) or reply.strip() or None, None
+    options = list(choices or [])
+    index = match_choice(reply, options)
+    return (options[index] if index is not None else reply.strip() or None), index
