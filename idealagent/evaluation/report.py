@@ -160,14 +160,15 @@ def worse_than_baseline(comparison: dict[str, Any] | None) -> str | None:
     )
 
 
-def exemplar_sentences() -> list[str]:
-    """The sentences of the shipped prompts' few-shot replies that a run might parrot: every
-    questioner sub-question and every sentence of a reasoner analysis."""
+def exemplar_sentences(directory: Path | None = None) -> list[str]:
+    """The sentences of the few-shot replies that a run might parrot: every questioner
+    sub-question and every sentence of a reasoner analysis, from the prompts in ``directory``
+    (the shipped ones by default)."""
     from idealagent.prompts import load_prompt
 
     sentences: list[str] = []
     for name, field in EXEMPLAR_REPLIES:
-        for variant in load_prompt(name).kinds.values():
+        for variant in load_prompt(name, directory).kinds.values():
             for exemplar in variant.exemplars:
                 reply = exemplar.reply
                 if isinstance(reply, str):
