@@ -265,7 +265,7 @@ def _accuracy_table(title: str, groups: list[tuple[str, dict[str, Any]]], baseli
         table.add_column("baseline", justify="right")
     if paired:
         for name in ("Δ paired", "95% interval", "McNemar p"):
-            table.add_column(name, justify="right")
+            table.add_column(name, justify="right", no_wrap=True)
     for name in ("failures", "unknown"):
         table.add_column(name, justify="right")
     for i, (name, group) in enumerate(groups):
@@ -276,7 +276,7 @@ def _accuracy_table(title: str, groups: list[tuple[str, dict[str, Any]]], baseli
         comparison = group.get("vs_baseline")
         if paired and comparison:
             low, high = comparison["interval"]
-            cells += [f"{100 * comparison['difference']:+.1f}", f"{100 * low:+.1f} to {100 * high:+.1f}",
+            cells += [f"{100 * comparison['difference']:+.1f}", f"{100 * low:+.1f} … {100 * high:+.1f}",
                       f"{comparison['mcnemar_p']:.3g}"]  # fmt: skip
             if comparison["significantly_worse"]:
                 style = "bold red"

@@ -412,7 +412,7 @@ def test_render_report_shows_the_trust_figures(results: Path) -> None:
     lines = console.export_text().splitlines()
     accuracy, trust = [line for line in lines if "overall" in line]
     low, high = summarize(*read_results([results]))["overall"]["vs_baseline"]["interval"]
-    assert "-20.0" in accuracy and f"{100 * low:+.1f} to {100 * high:+.1f}" in accuracy  # Δ paired, interval
+    assert "-20.0" in accuracy and f"{100 * low:+.1f} … {100 * high:+.1f}" in accuracy  # Δ paired, interval
     for cell in (f"{1.3725 / 6:.3f}", "0.667", f"{(1 + 1 / 2 + 1 / 3 + 1 / 4 + 2 / 5 + 1 / 2) / 6:.3f}"):
         assert cell in trust  # Brier, AUROC, AURC
     text = "\n".join(lines)
