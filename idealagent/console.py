@@ -252,37 +252,31 @@ def _pct(value: float | None) -> str:
 
 
 def render_report(summary: dict[str, Any], console: Console) -> None:
-    """An evaluation summary (``evaluation.report.summarize``): accuracy per question type,
-    agent and baseline side by side, then the agent's costs."""
+    """An evaluation summary (``evaluation.report.summarize``): first any warning, then whether
+    the loop helps (agent vs baseline per question type), whether its confidence can be trusted,
+    what the loop changed, and the agent's costs."""
     from idealagent.evaluation.report import NO_TYPE
 
-    baseline = summary["baseline"]
-    title = f"{summary['benchmark']} · {summary['split']} · preset {summary['preset']}"
-    table = Table(title=title, title_justify="left")
-    table.add_column("question type")
-    table.add_column("n", justify="right")
-    table.add_column("agent", justify="right")
-    if baseline:
-        table.add_column("baseline", justify="right")
-        table.add_column("Δ", justify="right")
-    for name in ("failures", "unknown", "ECE"):
-        table.add_column(name, justify="right")
-
-    def add(name: str, group: dict[str, Any], style: str | None = None) -> None:
-        cells = [name, str(group["n"]), _pct(group["accuracy"])]
-        if baseline:
-            delta = 100 * (group["accuracy"] - group["baseline_accuracy"])
-            cells += [_pct(group["baseline_accuracy"]), f"{delta:+.1f}"]
-        cells += [str(group["failures"]), _pct(group["unknown_rate"]), f"{group['ece']:.3f}"]
-        table.add_row(*cells, style=style)
-
-    add("overall", summary["overall"], style="bold")
+    if summary.get("warning"):
+        console.print(Panel(Text(summary["warning"], style="bold red"), title="warning", title_align="left",
+                            border_style="red"))  # fmt: skip
+    groups = [("overall", summary["overall"])]
     if len(summary["by_type"]) > 1 or NO_TYPE not in summary["by_type"]:
-        table.add_section()
-        for name, group in summary["by_type"].items():
-            add(name, group)
-    console.print(table)
+        groups += list(summary["by_type"].items())
+    title = f"{summary['benchmark']} · {summary['split']} · preset {summary['preset']}"
+    console.print(_accuracy_table(title, groups, summary["baseline"]))
     console.print(run_identity(summary), style="dim", highlight=False, soft_wrap=True)
+    comparison = summary["overall"].get("vs_baseline")
+    if comparison:
+        console.print(f"Δ paired: agent - baseline on the {plural(comparison['n'], 'sample')} with a baseline score, "
+                      f"its 95% bootstrap interval ({comparison['resamples']} resamples) and McNemar's exact p",
+                      style="dim", highlight=False)  # fmt: skip
+    console.print(_trust_table(groups))
+    console.print("ECE, Brier, AURC (mean risk over coverage): lower is better · AUROC: 0.5 is chance, 1 ranks "
+                  "every right answer above every wrong one", style="dim", highlight=False)  # fmt: skip
+    loop = _loop_table(summary["overall"])
+    if loop.row_count:
+        console.print(loop)
     console.print(_stats_table(summary["overall"]))
     # The warnings themselves were logged by read_results; this line just says they happened.
     notes = [f"{len(summary['files'])} file(s)", plural(summary["overall"]["n"], "sample")]
@@ -291,6 +285,89 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     if summary["duplicate_ids"]:
         notes.append(f"{summary['duplicate_ids']} repeated id(s) ignored")
     console.print(" · ".join(notes), style="dim", highlight=False)
+
+
+def _accuracy_table(title: str, groups: list[tuple[str, dict[str, Any]]], baseline: bool) -> Table:
+    """Does the loop help: accuracy per question type, and against the baseline on the same
+    samples (difference, its bootstrap 95% interval, McNemar's p); significantly worse in red."""
+    paired = any(group.get("vs_baseline") for _, group in groups)
+    table = Table(title=title, title_justify="left")
+    table.add_column("question type")
+    table.add_column("n", justify="right")
+    table.add_column("agent", justify="right")
+    if baseline:
+        table.add_column("baseline", justify="right")
+    if paired:
+        for name in ("Δ paired", "95% interval", "McNemar p"):
+            table.add_column(name, justify="right", no_wrap=True)
+    for name in ("failures", "unknown"):
+        table.add_column(name, justify="right")
+    for i, (name, group) in enumerate(groups):
+        cells = [name, str(group["n"]), _pct(group["accuracy"])]
+        if baseline:
+            cells.append(_pct(group.get("baseline_accuracy")))
+        style = "bold" if i == 0 else None
+        comparison = group.get("vs_baseline")
+        if paired and comparison:
+            low, high = comparison["interval"]
+            cells += [f"{100 * comparison['difference']:+.1f}", f"{100 * low:+.1f} … {100 * high:+.1f}",
+                      f"{comparison['mcnemar_p']:.3g}"]  # fmt: skip
+            if comparison["significantly_worse"]:
+                style = "bold red"
+        elif paired:
+            cells += ["—", "—", "—"]
+        cells += [str(group["failures"]), _pct(group["unknown_rate"])]
+        table.add_row(*cells, style=style, end_section=i == 0 and len(groups) > 1)
+    return table
+
+
+def _trust_table(groups: list[tuple[str, dict[str, Any]]]) -> Table:
+    """Can the confidence be trusted: calibration (ECE, Brier) and ranking (AUROC, AURC)."""
+    table = Table(title="confidence", title_justify="left")
+    table.add_column("question type")
+    for name in ("ECE", "Brier", "AUROC", "AURC"):
+        table.add_column(name, justify="right")
+    for i, (name, group) in enumerate(groups):
+        auroc = group.get("auroc")
+        table.add_row(
+            name, f"{group['ece']:.3f}", _number(group.get("brier")), "—" if auroc is None else f"{auroc:.3f}",
+            _number(group.get("aurc")), style="bold" if i == 0 else None, end_section=i == 0 and len(groups) > 1,
+        )  # fmt: skip
+    return table
+
+
+def _loop_table(overall: dict[str, Any]) -> Table:
+    """What the loop did to the direct answer, where the final answers came from, and how much
+    of the generated text parrots the prompts' exemplars (empty for results without them)."""
+    table = Table(title="the loop", title_justify="left", show_header=False)
+    table.add_column(style="cyan")
+    table.add_column()
+    changes = overall.get("loop_changes")
+    if changes:
+        table.add_row("changed the direct answer",
+                      f"{changes['changed']} of {changes['n']} ({_pct(changes['changed_rate'])})")  # fmt: skip
+        if changes["changed"]:
+            table.add_row("of those, final answer right",
+                          f"{changes['agent_right']} ({_pct(changes['agent_right_rate'])})")  # fmt: skip
+            table.add_row("of those, direct answer right",
+                          f"{changes['direct_right']} of {changes['direct_scored']} scored "
+                          f"({_pct(changes['direct_right_rate'])})")  # fmt: skip
+    sources = overall.get("answer_sources")
+    if sources:
+        table.add_row("final answer from", "  ".join(f"{name}: {count}" for name, count in sources.items()))
+    echo = overall.get("exemplar_echo")
+    if echo and echo.get("rate") is not None:
+        over = echo["rate"] > 0.01
+        table.add_row(
+            "exemplar echo",
+            Text(f"{echo['echoes']} of {echo['texts']} generated texts ({_pct(echo['rate'])}; target ≤ 1%)",
+                 style="bold red" if over else ""),
+        )  # fmt: skip
+    return table
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def run_identity(summary: dict[str, Any]) -> str:

@@ -192,11 +192,13 @@ def test_render_report_shows_agent_and_baseline_side_by_side(shards: list[Path])
     console = Console(record=True, width=160, color_system=None)
     render_report(summarize(*read_results(shards)), console)
     text = console.export_text()
-    overall = next(line for line in text.splitlines() if "overall" in line)
-    for cell in ("6", "58.3%", "66.7%", "-8.3", "16.7%", "0.150"):
+    overall, trust = [line for line in text.splitlines() if "overall" in line]
+    # The paired Δ leaves out id 5, whose baseline failed: agent 3.5/5, baseline 4/5.
+    for cell in ("6", "58.3%", "66.7%", "-10.0", "16.7%"):
         assert cell in overall
+    assert "0.150" in trust  # the ECE
     numbers = next(line for line in text.splitlines() if "number" in line and "%" in line)
-    assert "53.3%" in numbers and "33.3%" in numbers and "+20.0" in numbers
+    assert "53.3%" in numbers and "33.3%" in numbers and "+30.0" in numbers  # ids 3 and 4: (1 + 0.6 - 1) / 2
     assert "1.50 / 2.00" in text  # rounds / sub-questions
     assert "confident 2" in text and "fallback rate" in text
     assert "2 file(s) · 6 samples · 1 unreadable line(s) skipped · 1 repeated id(s) ignored" in text
@@ -225,13 +227,14 @@ def test_without_a_baseline_the_table_has_no_baseline_column(tmp_path: Path) -> 
     assert "baseline" not in console.export_text()
 
 
-def test_write_plots_makes_three_pngs(shards: list[Path], tmp_path: Path) -> None:
+def test_write_plots_makes_four_pngs(shards: list[Path], tmp_path: Path) -> None:
     _, rows = read_results(shards)
     paths = write_plots(rows, tmp_path / "plots")
     assert [p.name for p in paths] == [
         "reliability.png",
         "accuracy_vs_rounds.png",
         "accuracy_vs_coverage.png",
+        "risk_coverage.png",
     ]
     for path in paths:
         with Image.open(path) as image:

@@ -358,3 +358,220 @@ def agent_stats(traces: Sequence[Trace]) -> dict[str, Any]:
         latency_p90_s=_percentile(latencies, 90),
     )
     return stats
+
+
+# --- can the confidence be trusted, and does the loop help? -----------------------------------
+
+RIGHT_AT = 0.5  # a score at or above this counts as right (AUROC, McNemar, loop changes)
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0  # fixed, so the same results file always gives the same interval
+MIN_EXEMPLAR_WORDS = 4  # shorter exemplar sentences ("Is it red?") are asked for their own sake
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def brier_score(confidences: Sequence[float | None], scores: Sequence[float | None]) -> float:
+    """The mean squared gap between confidence and score (0 is perfect; a missing one is 0)."""
+    conf, acc = _paired(confidences, scores)
+    return math.fsum((c - a) ** 2 for c, a in zip(conf, acc)) / len(conf)
+
+
+def auroc(confidences: Sequence[float | None], scores: Sequence[float | None]) -> float | None:
+    """How well confidence ranks right answers (score >= 0.5) above wrong ones: the chance that
+    a random right sample is more confident than a random wrong one, a tie counting 1/2.
+
+    None when every sample is right or every one is wrong (there is nothing to rank).
+    """
+    conf, acc = _paired(confidences, scores)
+    counts: dict[float, list[int]] = {}  # confidence -> [right, wrong]
+    for c, a in zip(conf, acc):
+        counts.setdefault(c, [0, 0])[0 if a >= RIGHT_AT else 1] += 1
+    right = sum(r for r, _ in counts.values())
+    wrong = len(conf) - right
+    if not right or not wrong:
+        return None
+    # Mann-Whitney U over the confidence levels, lowest first: each right sample beats every
+    # wrong one below its level and half-beats those at it.
+    wins, wrong_below = 0.0, 0
+    for c in sorted(counts):
+        r, w = counts[c]
+        wins += r * (wrong_below + w / 2)
+        wrong_below += w
+    return wins / (right * wrong)
+
+
+def risk_coverage(
+    confidences: Sequence[float | None], scores: Sequence[float | None]
+) -> list[tuple[float, float, float]]:
+    """The risk-coverage curve: (confidence threshold, coverage, risk) for each distinct
+    confidence, highest first.
+
+    Answering only the samples at or above the threshold covers that share of them; the risk
+    is 1 - their mean score. Tied confidences enter together, as one point, so the curve never
+    depends on the order of the rows.
+    """
+    conf, acc = _paired(confidences, scores)
+    members: dict[float, list[float]] = {}
+    for c, a in zip(conf, acc):
+        members.setdefault(c, []).append(a)
+    curve, kept, total = [], 0, 0.0
+    for c in sorted(members, reverse=True):
+        kept += len(members[c])
+        total += math.fsum(members[c])
+        curve.append((c, kept / len(conf), 1 - total / kept))
+    return curve
+
+
+def area_under_risk_coverage(confidences: Sequence[float | None], scores: Sequence[float | None]) -> float:
+    """AURC: the mean risk over the n coverage steps of one sample each (lower is better).
+
+    AURC = (1/n) * sum over k = 1..n of (1 - A_k), where A_k is the mean score of the k most
+    confident samples. When the k-th place falls inside a group of tied confidences, each kept
+    place of the group counts the group's mean score (the expected value had the tie been
+    broken at random), exactly as ``accuracy_at_coverage`` does; so A_k is that function's
+    value at coverage k/n.
+    """
+    conf, acc = _paired(confidences, scores)
+    members: dict[float, list[float]] = {}
+    for c, a in zip(conf, acc):
+        members.setdefault(c, []).append(a)
+    risks, kept, total = 0.0, 0, 0.0
+    for c in sorted(members, reverse=True):
+        size, group_total = len(members[c]), math.fsum(members[c])
+        for j in range(1, size + 1):
+            risks += 1 - (total + group_total * j / size) / (kept + j)
+        kept += size
+        total += group_total
+    return risks / len(conf)
+
+
+def mcnemar_p(agent_only_right: int, baseline_only_right: int) -> float:
+    """McNemar's exact two-sided p: how likely a split of the discordant pairs at least this
+    lopsided is if either side were as often the only one right (binomial, p = 1/2)."""
+    n = agent_only_right + baseline_only_right
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(agent_only_right, baseline_only_right) + 1))
+    return min(1.0, 2 * tail / 2**n)  # exact: Python divides big integers with correct rounding
+
+
+def paired_comparison(
+    agent: Sequence[float], baseline: Sequence[float], *, resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Any] | None:
+    """Agent against baseline on the same samples (one score of each per sample), or None for
+    no samples.
+
+    ``difference`` is the mean of agent - baseline; ``interval`` its paired bootstrap 95%
+    interval (samples resampled with replacement ``resamples`` times with a fixed ``seed``;
+    the 2.5th and 97.5th percentiles of the resampled means, linearly interpolated);
+    ``mcnemar_p`` is McNemar's exact test on right (score >= 0.5) vs wrong;
+    ``significantly_worse``: the whole interval lies below 0.
+    """
+    import numpy as np
+
+    if len(agent) != len(baseline):
+        raise InputError(
+            f"{len(agent)} agent scores for {len(baseline)} baseline scores; pass one of each per sample"
+        )
+    n = len(agent)
+    if n == 0:
+        return None
+    diffs = np.asarray(agent, dtype=float) - np.asarray(baseline, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = []
+    # In chunks, so a large run does not hold resamples * n indices at once.
+    for start in range(0, resamples, 250):
+        idx = rng.integers(0, n, size=(min(250, resamples - start), n))
+        means.append(diffs[idx].mean(axis=1))
+    low, high = (float(v) for v in np.percentile(np.concatenate(means), [2.5, 97.5]))
+    agent_right = [a >= RIGHT_AT for a in agent]
+    baseline_right = [b >= RIGHT_AT for b in baseline]
+    agent_only = sum(a and not b for a, b in zip(agent_right, baseline_right))
+    baseline_only = sum(b and not a for a, b in zip(agent_right, baseline_right))
+    return {
+        "n": n, "agent_accuracy": math.fsum(agent) / n, "baseline_accuracy": math.fsum(baseline) / n,
+        "difference": math.fsum(diffs.tolist()) / n, "interval": [low, high],
+        "resamples": resamples, "seed": seed,
+        "agent_only_right": agent_only, "baseline_only_right": baseline_only,
+        "mcnemar_p": mcnemar_p(agent_only, baseline_only), "significantly_worse": high < 0,
+    }  # fmt: skip
+
+
+def loop_changes(
+    traces: Sequence[Trace], scores: Sequence[float], direct_scores: Sequence[float | None]
+) -> dict[str, Any] | None:
+    """How often the loop's final answer differs from the direct answer, and who was right.
+
+    Only traces with a direct answer count (None if there are none). An answer is changed when
+    the final answer differs from the direct one after ``normalize_answer`` (no final answer
+    counts as a change). Of the changed, ``agent_right`` counts those whose final answer is right
+    (score >= 0.5) and ``direct_right`` those whose direct answer was (``direct_scores``, None
+    where it could not be scored: then it is not counted, and ``direct_scored`` says how many were).
+    """
+    if not len(traces) == len(scores) == len(direct_scores):
+        raise InputError("pass one score and one direct score per trace")
+    n = changed = agent_right = direct_right = direct_scored = 0
+    for trace, value, direct in zip(traces, scores, direct_scores):
+        if trace.direct is None or trace.direct.answer is None:
+            continue
+        n += 1
+        final = None if trace.answer is None else normalize_answer(trace.answer)
+        if final == normalize_answer(trace.direct.answer):
+            continue
+        changed += 1
+        agent_right += value >= RIGHT_AT
+        if direct is not None:
+            direct_scored += 1
+            direct_right += direct >= RIGHT_AT
+    if n == 0:
+        return None
+    return {
+        "n": n, "changed": changed, "changed_rate": changed / n,
+        "agent_right": agent_right, "agent_right_rate": agent_right / changed if changed else None,
+        "direct_scored": direct_scored, "direct_right": direct_right,
+        "direct_right_rate": direct_right / direct_scored if direct_scored else None,
+    }  # fmt: skip
+
+
+def answer_sources(traces: Sequence[Trace]) -> dict[str, int] | None:
+    """Where the final answers came from: ``direct`` or ``round N``, with counts (most first);
+    None when no trace records it (results written before the direct answer existed)."""
+    sources = Counter(
+        "direct" if t.answer_source == "direct" else f"round {t.answer_round}"
+        for t in traces if t.answer_source is not None
+    )  # fmt: skip
+    return dict(sorted(sources.items(), key=lambda item: (-item[1], item[0]))) if sources else None
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text``: split after ``.``, ``!`` or ``?`` followed by whitespace."""
+    return [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def exemplar_echo(traces: Sequence[Trace], exemplar_sentences: Sequence[str]) -> dict[str, Any]:
+    """How many of the generated texts (every sub-question and every verdict analysis) repeat a
+    few-shot exemplar sentence verbatim.
+
+    Texts and sentences are compared lower-cased with whitespace collapsed; a text echoes when a
+    sentence, less its final ``.``, ``!`` or ``?``, occurs in it. Sentences shorter than
+    ``MIN_EXEMPLAR_WORDS`` words are ignored. ``rate`` is None when there are no texts;
+    ``echoed`` names the sentences that were repeated, with how many texts repeat each.
+    """
+    sentences = sorted({_flat(s).rstrip(".!?") for s in exemplar_sentences
+                        if len(s.split()) >= MIN_EXEMPLAR_WORDS})  # fmt: skip
+    texts = [qa.question for t in traces for r in t.rounds for qa in r.sub_qas]
+    texts += [r.verdict.analysis for t in traces for r in t.rounds if r.verdict and r.verdict.analysis]
+    echoed: Counter[str] = Counter()
+    echoes = 0
+    for text in map(_flat, texts):
+        found = [s for s in sentences if s in text]
+        echoes += bool(found)
+        echoed.update(found)
+    return {
+        "texts": len(texts), "echoes": echoes, "rate": echoes / len(texts) if texts else None,
+        "echoed": dict(echoed.most_common()),
+    }  # fmt: skip

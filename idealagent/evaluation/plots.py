@@ -12,14 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from idealagent.errors import InputError, ModelLoadError
-from idealagent.evaluation.metrics import accuracy_at_coverage, calibration_bins, expected_calibration_error
+from idealagent.evaluation.metrics import (
+    accuracy_at_coverage,
+    area_under_risk_coverage,
+    calibration_bins,
+    expected_calibration_error,
+    risk_coverage,
+)
 from idealagent.evaluation.rows import agent_scores, baseline_scores, rounds_used
 
 COVERAGE_GRID = tuple(i / 20 for i in range(1, 21))  # 5%, 10%, ... 100%
 
 
 def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Write reliability.png, accuracy_vs_rounds.png and accuracy_vs_coverage.png; their paths."""
+    """Write reliability.png, accuracy_vs_rounds.png, accuracy_vs_coverage.png and
+    risk_coverage.png; their paths."""
     if not rows:
         raise InputError("the results hold no finished samples yet; nothing to plot")
     try:
@@ -40,6 +47,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         "reliability.png": _reliability(confidences, scores, name),
         "accuracy_vs_rounds.png": _by_rounds(rows, scores, baseline, name),
         "accuracy_vs_coverage.png": _coverage(confidences, scores, baseline, name),
+        "risk_coverage.png": _risk_coverage(confidences, scores, baseline, name),
     }
     paths = []
     for filename, figure in figures.items():
@@ -107,4 +115,23 @@ def _coverage(confidences: list[Any], scores: list[float], baseline: float | Non
     ax.set(xlim=(0, 1.02), ylim=(0, 1.05), xlabel="coverage (share answered, most confident first)",
            ylabel="accuracy", title=f"{name}: accuracy vs coverage")  # fmt: skip
     ax.legend(loc="lower left", fontsize=8)
+    return figure
+
+
+def _risk_coverage(confidences: list[Any], scores: list[float], baseline: float | None, name: str) -> Any:
+    """Risk (1 - accuracy) of the answered samples against their share, most confident first,
+    one point per distinct confidence; the title gives the area under it (AURC)."""
+    curve = risk_coverage(confidences, scores)
+    aurc = area_under_risk_coverage(confidences, scores)
+    figure = _figure()
+    ax = figure.add_subplot()
+    marker = "o" if len(curve) <= 50 else None  # thousands of markers would hide the line
+    ax.plot([c for _, c, _ in curve], [r for _, _, r in curve], marker=marker, color="tab:purple", label="agent")
+    if baseline is not None:
+        ax.axhline(1 - baseline, linestyle="--", color="tab:red",
+                   label=f"baseline risk (all answered) {1 - baseline:.1%}")  # fmt: skip
+    ax.set(xlim=(0, 1.02), ylim=(0, 1.05), xlabel="coverage (share answered, most confident first)",
+           ylabel="risk (1 - accuracy of the answered)",
+           title=f"{name}: risk vs coverage (AURC {aurc:.3f})")  # fmt: skip
+    ax.legend(loc="upper left", fontsize=8)
     return figure

@@ -9,6 +9,7 @@ draws it, and ``plots.write_plots`` turns the rows into PNG figures.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,16 +20,34 @@ from idealagent.errors import InputError
 from idealagent.evaluation.metrics import (
     accuracy_at_coverage,
     agent_stats,
+    answer_sources,
+    area_under_risk_coverage,
+    auroc,
+    brier_score,
+    exemplar_echo,
     expected_calibration_error,
+    loop_changes,
+    paired_comparison,
+    risk_coverage,
+    split_sentences,
 )
 from idealagent.evaluation.results import fingerprint_difference, header_field, read_file
-from idealagent.evaluation.rows import agent_scores, baseline_scores, is_failed, rounds_used
+from idealagent.evaluation.rows import (
+    agent_scores,
+    baseline_scores,
+    direct_score,
+    is_failed,
+    paired_with_baseline,
+    rounds_used,
+)
 from idealagent.parsing import is_undecided
 from idealagent.trace import Trace
 
 log = logging.getLogger(__name__)
 
 NO_TYPE = "(no type)"  # the per-type key of rows without a question_type
+# The few-shot replies whose sentences a run should not parrot: (prompt name, reply field).
+EXEMPLAR_REPLIES = (("questioner", "sub_questions"), ("reasoner", "analysis"))
 
 
 def read_results(
@@ -98,36 +117,80 @@ def _different_run(first: dict[str, Any], other: dict[str, Any], path: Path, fir
 def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The run's numbers, overall and per question type (JSON-able).
 
-    Failed samples score 0 and have confidence 0. Baseline figures appear when the header says
-    the run had a baseline.
+    Failed samples score 0 and have confidence 0. Baseline accuracy appears when the header says
+    the run had a baseline; the paired comparison (``vs_baseline``) wherever rows have baseline
+    scores. ``warning`` is a sentence when the agent is significantly worse than its baseline
+    overall (the bootstrap interval of the difference lies wholly below 0), else None.
     """
     if not rows:
         raise InputError("the results hold no finished samples yet; run `idealagent eval` first")
     baseline = bool(header.get("baseline"))
+    vqa_metric = header_field(header, "vqa_metric")
+    sentences = exemplar_sentences()
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_type[row.get("question_type") or NO_TYPE].append(row)
     read = header.get("read", {})
+    overall = _group(rows, baseline, vqa_metric, sentences)
     return {
         "benchmark": header.get("benchmark"), "split": header.get("split"), "preset": header.get("preset"),
         "settings": header.get("settings", {}), "seed": header.get("seed"), "limit": header.get("limit"),
         "baseline": baseline,
         # What else the fingerprint holds, shown so a reader knows what the numbers are of.
         "models": header.get("settings", {}).get("models") or {},
-        "vqa_metric": header_field(header, "vqa_metric"), "prompts_sha256": header.get("prompts_sha256"),
+        "vqa_metric": vqa_metric, "prompts_sha256": header.get("prompts_sha256"),
         "idealagent_version": header.get("idealagent_version"),
         "files": read.get("files", []), "skipped_lines": read.get("skipped_lines", 0),
         "duplicate_ids": read.get("duplicate_ids", 0), "warnings": read.get("warnings", []),
-        "overall": _group(rows, baseline),
-        "by_type": {name: _group(group, baseline) for name, group in sorted(by_type.items())},
+        "warning": worse_than_baseline(overall.get("vs_baseline")),
+        "overall": overall,
+        "by_type": {name: _group(group, baseline, vqa_metric, sentences) for name, group in sorted(by_type.items())},
     }  # fmt: skip
 
 
-def _group(rows: Sequence[dict[str, Any]], baseline: bool) -> dict[str, Any]:
+def worse_than_baseline(comparison: dict[str, Any] | None) -> str | None:
+    """The warning for a comparison whose whole 95% interval lies below 0, else None."""
+    if not comparison or not comparison["significantly_worse"]:
+        return None
+    low, high = comparison["interval"]
+    return (
+        f"the agent is significantly worse than its answerer alone: {100 * comparison['difference']:+.1f} "
+        f"points (95% interval {100 * low:+.1f} to {100 * high:+.1f}, McNemar p = {comparison['mcnemar_p']:.3g}) "
+        f"on {comparison['n']} samples"
+    )
+
+
+def exemplar_sentences(directory: Path | None = None) -> list[str]:
+    """The sentences of the few-shot replies that a run might parrot: every questioner
+    sub-question and every sentence of a reasoner analysis, from the prompts in ``directory``
+    (the shipped ones by default)."""
+    from idealagent.prompts import load_prompt
+
+    sentences: list[str] = []
+    for name, field in EXEMPLAR_REPLIES:
+        for variant in load_prompt(name, directory).kinds.values():
+            for exemplar in variant.exemplars:
+                reply = exemplar.reply
+                if isinstance(reply, str):
+                    try:
+                        reply = json.loads(reply)
+                    except json.JSONDecodeError:
+                        continue
+                value = reply.get(field) if isinstance(reply, dict) else None
+                for text in value if isinstance(value, list) else [value]:
+                    if isinstance(text, str):
+                        sentences += split_sentences(text)
+    return sentences
+
+
+def _group(
+    rows: Sequence[dict[str, Any]], baseline: bool, vqa_metric: str, sentences: Sequence[str]
+) -> dict[str, Any]:
     """The figures for one set of rows."""
     n = len(rows)
     scores, confidences = agent_scores(rows)
-    traces = [_trace(r) for r in rows if r.get("trace")]
+    traced = [(row, value, _trace(row)) for row, value in zip(rows, scores) if row.get("trace")]
+    traces = [trace for _, _, trace in traced]
     by_rounds: dict[int, list[float]] = defaultdict(list)
     for row, value in zip(rows, scores):
         by_rounds[rounds_used(row)].append(value)
@@ -137,10 +200,21 @@ def _group(rows: Sequence[dict[str, Any]], baseline: bool) -> dict[str, Any]:
         "failures": sum(is_failed(r) for r in rows),
         "unknown_rate": sum(not is_failed(r) and is_undecided(r.get("prediction")) for r in rows) / n,
         "ece": expected_calibration_error(confidences, scores),
+        "brier": brier_score(confidences, scores),
+        "auroc": auroc(confidences, scores),
+        "aurc": area_under_risk_coverage(confidences, scores),
+        # [confidence threshold, coverage, risk] for each distinct confidence, highest first.
+        "risk_coverage": [list(point) for point in risk_coverage(confidences, scores)],
         "accuracy_at_coverage": [list(point) for point in accuracy_at_coverage(confidences, scores)],
         "accuracy_by_rounds": {
             str(k): {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(by_rounds.items())
         },
+        "vs_baseline": paired_comparison(*paired_with_baseline(rows)),
+        "loop_changes": loop_changes(
+            traces, [value for _, value, _ in traced], [direct_score(row, vqa_metric) for row, _, _ in traced]
+        ),
+        "answer_sources": answer_sources(traces),
+        "exemplar_echo": exemplar_echo(traces, sentences),
         "agent_stats": agent_stats(traces),
     }
     if baseline:
@@ -169,7 +243,8 @@ def _trace(row: dict[str, Any]) -> Trace:
 
 
 def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """The reliability diagram, accuracy vs rounds and accuracy vs coverage as PNG files."""
+    """The reliability diagram, accuracy vs rounds, accuracy vs coverage and the risk-coverage
+    curve as PNG files."""
     from idealagent.evaluation.plots import write_plots as write
 
     return write(rows, out_dir)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from idealagent.errors import InputError
+from idealagent.evaluation.metrics import score
+
 
 def is_row(row: Any) -> bool:
     """Whether a parsed line has what the summary reads: a string id and numeric-or-null figures."""
@@ -39,3 +42,23 @@ def baseline_scores(rows: Sequence[dict[str, Any]]) -> tuple[list[float], int]:
 def rounds_used(row: dict[str, Any]) -> int:
     """How many rounds the row's trace holds (0 when it failed before the first)."""
     return len((row.get("trace") or {}).get("rounds") or [])
+
+
+def paired_with_baseline(rows: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Agent and baseline scores of the rows whose baseline has a score (the same samples for
+    both sides); a failed agent answer there counts 0, as everywhere."""
+    paired = [r for r in rows if isinstance(r.get("baseline"), dict) and r["baseline"].get("score") is not None]
+    return agent_scores(paired)[0], [float(r["baseline"]["score"]) for r in paired]
+
+
+def direct_score(row: dict[str, Any], vqa_metric: str) -> float | None:
+    """The score of the direct answer in the row's trace, with the row's metric; None when the
+    trace has no direct answer or the row lacks what scoring needs."""
+    direct = (row.get("trace") or {}).get("direct") or {}
+    if direct.get("answer") is None or row.get("metric") is None:
+        return None
+    try:
+        return score(row["metric"], direct["answer"], direct.get("choice_index"), row.get("answers") or [],
+                     row.get("gold_index"), vqa_metric=vqa_metric)  # fmt: skip
+    except InputError:
+        return None
