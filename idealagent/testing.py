@@ -33,6 +33,7 @@ class ScriptedChatModel(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     replies: list[Any] = Field(default_factory=list)
+    temperature: float = 0.0  # not used: there so that the agent's --votes can sample from it
     _queue: deque[Reply] = PrivateAttr()
     calls: list[list[BaseMessage]] = Field(default_factory=list)  # every conversation seen
     batches: list[int] = Field(default_factory=list)  # the size of every batch call

@@ -1,5 +1,5 @@
 """The ``idealagent`` command: ``ask``, ``chat`` and ``presets`` (cli/ask.py); ``eval``,
-``report`` and ``bench`` (cli/evaluation.py). Shared helpers live in cli/common.py and the
+``report``, ``calibrate`` and ``bench`` (cli/evaluation.py). Shared helpers live in cli/common.py and the
 shared options in cli/options.py; this module only assembles the app, so nothing imports it back.
 """
 
@@ -11,7 +11,7 @@ import typer
 
 import idealagent
 from idealagent.cli.ask import ask, chat, list_presets
-from idealagent.cli.evaluation import bench_command, eval_command, report_command
+from idealagent.cli.evaluation import bench_command, calibrate_command, eval_command, report_command
 from idealagent.cli.options import Command, Group
 
 app = typer.Typer(
@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 
 for name, command in (("ask", ask), ("chat", chat), ("presets", list_presets), ("eval", eval_command),
-                      ("report", report_command), ("bench", bench_command)):
+                      ("report", report_command), ("calibrate", calibrate_command), ("bench", bench_command)):
     app.command(name, cls=Command)(command)
 
 

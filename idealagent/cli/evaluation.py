@@ -166,6 +166,37 @@ def report_command(
         typer.echo(f"wrote {summary_path}" + "".join(f", {p.name}" for p in plots))
 
 
+def calibrate_command(
+    results: Annotated[list[Path], typer.Argument(
+        metavar="RESULTS", show_default=False, help="Results file(s) of a labelled run (shards merge).")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="PATH", help="Where the calibration goes.")]
+    = Path("calibration.json"),
+    method: Annotated[str, typer.Option(
+        "--method", metavar="logistic|isotonic",
+        help="logistic: logistic regression over the signals; isotonic: a monotone map of the default "
+        "combination (needs more samples).")] = "logistic",
+    force: Annotated[bool, flag("--force", help="Merge files even if their runs differ.")] = False,
+    verbose: Verbose = False,
+    debug: Debug = False,
+) -> None:
+    """Fit a confidence calibration on a labelled run; use it with --calibration FILE."""
+    from idealagent.evaluation.calibrate import calibrate
+
+    with cli_logging(verbose, debug), exit_on_error(debug):
+        if method not in ("logistic", "isotonic"):
+            raise InputError(f"--method must be logistic or isotonic, got {method!r}")
+        calibration = calibrate(results, method, force=force)  # type: ignore[arg-type]
+        calibration.save(out)
+        for kind, fit in calibration.fits.items():
+            if fit.features:
+                terms = ", ".join(f"{name} {weight:+.2f}" for name, weight in zip(fit.features, fit.weights))
+                shape = f"bias {fit.bias:+.2f}; {terms}"
+            else:
+                shape = f"{len(fit.knots)} knots"
+            typer.echo(f"{kind}: {plural(fit.n, 'candidate')}, {fit.mean_score:.1%} right; {shape}")
+        typer.echo(f"wrote {out}; use it with --calibration {out}")
+
+
 def bench_command(
     preset: PresetOption = "tiny",
     samples: Annotated[int, typer.Option(

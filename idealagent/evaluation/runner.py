@@ -321,7 +321,8 @@ class _Stream:
         still without a baseline is left for the rerun rather than run without one.
         """
         images = load_images(chunk)
-        if self.plan.header["baseline"]:
+        # The agent's direct answer is the baseline's very call: asked once, used twice (_row).
+        if self.plan.header["baseline"] and not self.agent.settings.direct_answer:
             todo = chunk
             for _ in range(1 + self.agent.settings.infra_retries):
                 self.baselines.update(run_baseline(self.agent.answerer, todo, images))
@@ -338,7 +339,20 @@ class _Stream:
     def _row(self, item: EvalItem, trace: Trace) -> dict[str, Any]:
         trace.sample = trace.sample.model_copy(update={"image": item.image})  # the path, not the pixels
         baseline = self.baselines.pop(item.id, None)
+        if self.plan.header["baseline"] and self.agent.settings.direct_answer:
+            baseline = baseline_of(trace)
         return {"index": self.plan.positions.get(item.id), **result_row(item, trace, self.plan.header, baseline)}
+
+
+def baseline_of(trace: Trace) -> BaselineResult:
+    """The baseline of a sample whose trace holds the agent's direct answer: the same question
+    to the same answerer, so the same result (a sample that failed before it, fails it too)."""
+    direct = trace.direct
+    if direct is None:
+        return BaselineResult(None, None, trace.error or "the sample stopped before its direct answer", 0.0)
+    error = f"answerer failed: {direct.error}" if direct.error else None
+    return BaselineResult(direct.answer, direct.choice_index, error, direct.latency_s, direct.input_tokens,
+                          direct.output_tokens)
 
 
 def result_row(item: EvalItem, trace: Trace, header: dict[str, Any], baseline: BaselineResult | None) -> dict[str, Any]:

@@ -1,0 +1,220 @@
+"""The direct answer, the confidence signals, the calibration and the choice of the final answer."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from idealagent import IdealAgent
+from idealagent.answerers import Answer
+from idealagent.calibration import Calibration, default_score, fit, resolve
+from idealagent.confidence import agrees, answer_probability, names, share_naming
+from idealagent.errors import InputError
+from idealagent.settings import AgentSettings
+from idealagent.testing import ScriptedChatModel
+
+
+def sub_questions(*questions: str) -> str:
+    return json.dumps({"sub_questions": list(questions)})
+
+
+def verdict(answer: str, confidence: float, analysis: str = "Looked.") -> str:
+    return json.dumps({"analysis": analysis, "answer": answer, "confidence": confidence})
+
+
+class SureAnswerer:
+    """Answers every question with ``answer`` at ``probability``; records the questions."""
+
+    def __init__(self, answer: str = "red", probability: float | None = 0.9) -> None:
+        self.answer_text, self.probability = answer, probability
+        self.questions: list[str] = []
+
+    def answer(self, requests: Sequence[tuple[Any, str]]) -> list[Answer]:
+        self.questions += [question for _, question in requests]
+        return [Answer(self.answer_text, 10, 1, self.probability) for _ in requests]
+
+    def caption(self, images: Sequence[Any]) -> list[str]:
+        return ["a picture, mostly red" for _ in images]
+
+
+@pytest.fixture
+def image() -> Image.Image:
+    return Image.new("RGB", (16, 16), "red")
+
+
+# -- the direct answer ------------------------------------------------------------------------
+
+
+def test_the_direct_answer_is_asked_first_and_reaches_the_reasoner_labelled(image) -> None:
+    llm = ScriptedChatModel(replies=[sub_questions("Is it red?"), verdict("red", 0.9)])
+    answerer = SureAnswerer("dark red", probability=0.2)  # too unsure to stop the loop by itself
+    trace = IdealAgent(llm, answerer, calibration="default").run(image, "What colour is it?")
+    assert answerer.questions[0] == "What colour is it?"  # before any sub-question
+    assert trace.direct is not None and trace.direct.answer == "dark red"
+    assert trace.direct.signals == {"answer_prob": 0.2, "in_caption": 0.0}
+    reasoner_prompt = llm.calls[-1][-1].content
+    assert "The vision assistant's direct answer to the main question (may be wrong): dark red" in reasoner_prompt
+    questioner_prompt = llm.calls[0][-1].content
+    assert "dark red" not in questioner_prompt
+    assert trace.settings["direct_answer"] is True
+    assert trace.usage.answerer_calls == 2  # the direct answer and one sub-answer
+
+
+def test_without_the_direct_answer_the_reasoner_sees_none(image) -> None:
+    llm = ScriptedChatModel(replies=[sub_questions("Is it red?"), verdict("red", 0.9)])
+    answerer = SureAnswerer("crimson")
+    trace = IdealAgent(llm, answerer, direct_answer=False, calibration="stated").run(image, "What colour?")
+    assert trace.direct is None and answerer.questions == ["Is it red?"]
+    assert "direct answer to the main question" not in llm.calls[-1][-1].content
+    assert trace.settings["direct_answer"] is False
+
+
+def test_a_direct_answer_confident_enough_needs_no_round(image) -> None:
+    llm = ScriptedChatModel(replies=[])
+    trace = IdealAgent(llm, SureAnswerer("red", 0.95), confidence_threshold=0.9).run(image, "What colour?")
+    assert trace.rounds == [] and llm.calls == []
+    assert trace.stop_reason == "confident" and trace.answer == "red" and trace.confidence == 0.95
+    assert trace.answer_source == "direct" and trace.answer_round is None
+
+
+def test_the_direct_question_carries_the_options_and_the_reply_maps_to_a_choice(image) -> None:
+    llm = ScriptedChatModel(replies=[])
+    answerer = SureAnswerer("B) dog", 0.99)
+    trace = IdealAgent(llm, answerer).run(image, "Which animal?", choices=["cat", "dog"])
+    assert answerer.questions == ["Which animal? Options: A) cat B) dog. Answer with one option."]
+    assert trace.answer == "dog" and trace.direct.choice_index == 1
+
+
+# -- candidates and the threshold -------------------------------------------------------------
+
+
+def test_the_final_answer_is_the_most_confident_candidate(image) -> None:
+    # The direct answer (0.6) stays below the threshold; round 1 says blue at 0.3 (stated);
+    # round 2, forced, says green at 0.2. The direct answer wins, and the trace says so.
+    llm = ScriptedChatModel(replies=[sub_questions("Is it red?"), verdict("blue", 0.3),
+                                     sub_questions("Is it green?"), verdict("green", 0.2)])
+    calibration = Calibration(method="stated")
+    trace = IdealAgent(llm, SureAnswerer("red", 0.6), max_rounds=2, calibration=calibration).run(image, "Colour?")
+    assert trace.direct.calibrated is None  # "stated" gives the direct answer no confidence
+    assert trace.answer == "blue" and trace.answer_source == "round" and trace.answer_round == 1
+    trace = IdealAgent(ScriptedChatModel(replies=[sub_questions("Is it red?"), verdict("blue", 0.3),
+                                                  sub_questions("Is it green?"), verdict("green", 0.2)]),
+                       SureAnswerer("red", 0.6), max_rounds=2).run(image, "Colour?")
+    # default: the direct answer at 0.6; blue at mean(0.3, agrees 0) = 0.15; green at 0.1
+    assert [r.verdict.calibrated for r in trace.rounds] == [pytest.approx(0.15), pytest.approx(0.1)]
+    assert trace.answer == "red" and trace.confidence == 0.6 and trace.answer_source == "direct"
+    assert trace.stop_reason == "max_rounds"
+
+
+def test_the_threshold_applies_to_the_calibrated_confidence(image) -> None:
+    # Stated 0.9 would stop at once; against a direct answer it contradicts, the default
+    # combination gives mean(0.9, 0) = 0.45, so the loop asks again.
+    llm = ScriptedChatModel(replies=[sub_questions("Is it red?"), verdict("blue", 0.9),
+                                     sub_questions("Is it dark?"), verdict("red", 0.9)])
+    trace = IdealAgent(llm, SureAnswerer("red", 0.5), max_rounds=3).run(image, "What colour is it?")
+    first, second = (r.verdict for r in trace.rounds)
+    assert first.confidence == 0.9 and first.calibrated == pytest.approx(0.45)
+    assert second.signals["agrees_direct"] == 1.0 and second.calibrated == pytest.approx(0.95)
+    assert trace.stop_reason == "confident" and trace.answer == "red" and trace.answer_round == 2
+
+
+def test_each_verdict_records_its_signals(image) -> None:
+    llm = ScriptedChatModel(replies=[sub_questions("Is it red?", "What is it?"), verdict("red", 0.8)])
+    answerer = SureAnswerer("a red ball", 0.6)
+    trace = IdealAgent(llm, answerer, max_rounds=1).run(image, "What colour is it?")
+    signals = trace.rounds[0].verdict.signals
+    # The scripted chat model gives no log-probabilities: that signal is absent, not invented.
+    assert signals == {"stated": 0.8, "direct_prob": 0.6, "agrees_direct": 1.0, "agrees_sub": 1.0,
+                       "in_caption": 1.0}
+
+
+def test_votes_sample_the_reasoner_and_record_their_agreement(image) -> None:
+    replies = [sub_questions("Is it red?"), verdict("red", 0.5), verdict("red", 0.5), verdict("blue", 0.5),
+               verdict("red", 0.5)]
+    llm = ScriptedChatModel(replies=replies)
+    trace = IdealAgent(llm, SureAnswerer("red", 0.1), max_rounds=1, votes=3).run(image, "What colour?")
+    found = trace.rounds[0].verdict
+    assert found.votes == ["red", "blue", "red"] and found.signals["votes"] == pytest.approx(2 / 3)
+    assert trace.usage.llm_calls == 5
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+
+def test_answer_probability_covers_the_answer_tokens_only() -> None:
+    tokens = [('{"', -0.01), ("analysis", -0.2), ('":"', -0.01), ("x", -0.5), ('","', -0.01), ("answer", -0.01),
+              ('":"', -0.02), ("dark", -0.3), (" red", -0.4), ('","', -0.05), ("confidence", -0.1)]
+    assert answer_probability(tokens, "dark red") == pytest.approx(math.exp(-0.7))
+    plain = [("It", -0.1), ("'s", -0.2), (" blue", -0.3), (".", -0.1)]
+    assert answer_probability(plain, "blue") == pytest.approx(math.exp(-0.3))
+    assert answer_probability(None, "blue") is None and answer_probability(plain, "green") is None
+
+
+def test_agreement_reads_answers_as_vqa_does() -> None:
+    assert agrees("a tabby cat", "cat") and agrees("Dog.", "dog") and agrees("two", "2")
+    assert not agrees("cat", "catamaran") and not agrees("", "")
+    assert names("mostly red, some white", "red") and not names("reddish", "red")
+    assert share_naming(["a red ball", "no", "cannot tell", "red"], "red") == 0.5
+    assert share_naming([], "red") is None
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+def test_a_logistic_fit_recovers_a_known_relation() -> None:
+    rng = random.Random(0)
+    true_bias, true_weight = -0.5, 1.5  # P(right) = sigmoid(-0.5 + 1.5 * logit(answer_prob))
+    examples = []
+    for _ in range(4000):
+        p = rng.uniform(0.02, 0.98)
+        z = true_bias + true_weight * math.log(p / (1 - p))
+        examples.append(({"answer_prob": p, "in_caption": float(rng.random() < 0.5)},
+                         float(rng.random() < 1 / (1 + math.exp(-z)))))
+    fitted = fit({"direct": examples}, "logistic").fits["direct"]
+    weights = dict(zip(fitted.features, fitted.weights))
+    assert fitted.bias == pytest.approx(true_bias, abs=0.15)
+    assert weights["answer_prob"] == pytest.approx(true_weight, abs=0.15)
+    assert abs(weights["in_caption"]) < 0.2  # noise gets (nearly) no weight
+
+
+def test_an_isotonic_fit_is_monotone_and_matches_the_frequencies() -> None:
+    examples = [({"answer_prob": 0.2}, 0.0)] * 30 + [({"answer_prob": 0.2}, 1.0)] * 10 \
+        + [({"answer_prob": 0.8}, 1.0)] * 24 + [({"answer_prob": 0.8}, 0.0)] * 6
+    calibration = fit({"direct": examples}, "isotonic")
+    assert calibration.confidence("direct", {"answer_prob": 0.2}) == pytest.approx(0.25)
+    assert calibration.confidence("direct", {"answer_prob": 0.8}) == pytest.approx(0.8)
+    assert calibration.confidence("direct", {"answer_prob": 0.5}) == pytest.approx(0.525)
+    assert calibration.confidence("verdict", {"stated": 0.9}) is None  # no verdicts to fit on
+
+
+def test_calibration_files_round_trip_and_bad_ones_are_one_line_errors(tmp_path) -> None:
+    examples = [({"answer_prob": p / 20, "in_caption": float(p % 2)}, float(p > 9)) for p in range(1, 20)]
+    calibration = fit({"direct": examples, "verdict": [({"stated": 0.9}, 1.0)] * 3}, "logistic",
+                      {"files": ["train.jsonl"]})
+    path = tmp_path / "calibration.json"
+    calibration.save(path)
+    loaded = resolve(str(path))
+    assert loaded == calibration and "verdict" not in loaded.fits  # 3 verdicts are too few
+    assert loaded.confidence("direct", {"answer_prob": 0.7}) == calibration.confidence("direct", {"answer_prob": 0.7})
+    assert AgentSettings.of(calibration=str(path)).calibration == calibration
+    (tmp_path / "bad.json").write_text('{"format": 1, "method": "magic"}')
+    (tmp_path / "other.json").write_text('{"rows": []}')
+    for bad, message in [("bad.json", "invalid calibration file"), ("other.json", "not a calibration file"),
+                         ("missing.json", "no calibration file")]:
+        with pytest.raises(InputError, match=message) as error:
+            AgentSettings.of(calibration=str(tmp_path / bad))
+        assert "\n" not in str(error.value)
+
+
+def test_the_default_and_stated_calibrations_are_documented_combinations() -> None:
+    signals = {"stated": 0.9, "answer_prob": 0.5, "agrees_direct": 0.0, "agrees_sub": 1.0}
+    assert default_score("verdict", signals) == pytest.approx((0.9 + 0.5 + 0.0) / 3)
+    assert default_score("direct", {"answer_prob": 0.7}) == 0.7 and default_score("direct", {}) is None
+    assert resolve("stated").confidence("verdict", signals) == 0.9
+    assert resolve("stated").confidence("direct", {"answer_prob": 0.99}) is None
