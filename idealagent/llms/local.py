@@ -253,7 +253,8 @@ class LocalChatModel(BaseChatModel):
 
     def _to_message(self, tokens: list[int], logprobs: list[float], input_tokens: int,
                     stop: list[str] | None) -> AIMessage:
-        """Decode one row; what follows its first end-of-turn token is padding."""
+        """Decode one row, with each of its tokens' text and log-probability (``logprobs``, one
+        per generated token); what follows its first end-of-turn token is padding."""
         ends = [i for i, token in enumerate(tokens) if token in self._stop_token_ids]
         content = tokens[: ends[0]] if ends else tokens  # the reply's own tokens, no end token
         pieces = token_pieces(self.tokenizer, content)
