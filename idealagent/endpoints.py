@@ -27,10 +27,13 @@ Environment (read by ``endpoint_from_env``, and so by ``chat_model_from_env`` an
 - ``P_MAX_CONCURRENCY`` (16), ``P_TIMEOUT`` seconds (60), ``P_ATTEMPTS`` tries per request (5),
   ``P_RETRY_WAIT`` seconds before the first retry (0.5; it doubles each retry),
   ``P_MAX_TOKENS`` (512 for the LLM, 32 for the VLM)
+- ``P_LOGPROBS``: ``0`` never asks the server for token log-probabilities (the answers'
+  probabilities are then unknown); by default they are asked for, and a server that refuses
+  them with a 400 is not asked again
 
 Whatever one prefix leaves unset comes from the other, so a single VLM server can serve every
-role with one set of variables; except that ``MAX_TOKENS`` belongs to its role, and a key is
-borrowed only together with the base URL it belongs to.
+role with one set of variables; except that ``MAX_TOKENS`` belongs to its role, and a key (and
+``LOGPROBS``) is borrowed only together with the base URL it belongs to.
 """
 
 from __future__ import annotations
@@ -235,6 +238,7 @@ class Endpoint:
     attempts: int = 5
     max_tokens: int = 512
     retry_initial_wait: float = 0.5
+    logprobs: bool = True  # ask for token log-probabilities
 
 
 def endpoint_from_env(prefix: str = LLM_PREFIX, *, model: str | None = None, max_tokens: int = 512,
@@ -264,13 +268,22 @@ def endpoint_from_env(prefix: str = LLM_PREFIX, *, model: str | None = None, max
             raise InputError(f"{prefix}_{name} or {other}_{name} = {raw!r} is not a {kind.__name__}; "
                              "fix or unset it") from None
 
+    def switch(name: str) -> bool:
+        raw = get(name, fallback=borrowed_url).lower()  # a server's switch, as its key
+        if raw in ("", "1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise InputError(f"{prefix}_{name} = {raw!r} is not 0 or 1; fix or unset it")
+
     endpoint = Endpoint(
         base_url=base_url, model=model, api_key=api_key,
         max_concurrency=number("MAX_CONCURRENCY", int, 16), timeout=number("TIMEOUT", float, 60.0),
         attempts=number("ATTEMPTS", int, 5), max_tokens=number("MAX_TOKENS", int, max_tokens, fallback=False),
-        retry_initial_wait=number("RETRY_WAIT", float, 0.5),
+        retry_initial_wait=number("RETRY_WAIT", float, 0.5), logprobs=switch("LOGPROBS"),
     )
-    check_endpoint(**{k: v for k, v in vars(endpoint).items() if k not in ("api_key", "retry_initial_wait")})
+    check_endpoint(**{k: v for k, v in vars(endpoint).items()
+                      if k not in ("api_key", "retry_initial_wait", "logprobs")})
     if endpoint.retry_initial_wait < 0:
         raise InputError(f"{prefix}_RETRY_WAIT must not be negative, got {endpoint.retry_initial_wait}")
     return endpoint

@@ -11,12 +11,18 @@ real ``usage`` fields (whitespace-separated words stand in for tokens).
 
 ``refuse`` makes it a server without some forms of structured output: a request whose
 ``response_format`` type is a key gets that behaviour instead (before the script), e.g.
-``StubServer(refuse={"json_schema": LLAMA_CPP_PYTHON_REFUSAL})``.
+``StubServer(refuse={"json_schema": LLAMA_CPP_PYTHON_REFUSAL})``. The key ``"logprobs"``
+refuses requests that ask for log-probabilities: ``refuse={"logprobs": LOGPROBS_REFUSAL}``.
+
+A request with ``logprobs: true`` gets ``choices[i].logprobs`` in OpenAI's shape: the reply
+cut into words (each with the whitespace before it), ``STUB_LOGPROB`` each; ``logprobs=False``
+makes a server that never sends them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -66,6 +72,17 @@ EMPTY_CONTENT = Completion(choices=[{"index": 0, "message": {"role": "assistant"
 Behaviour = str | Status | Slow | NotJSON | Completion
 # What llama-cpp-python's server answers to response_format {"type": "json_schema", ...}.
 LLAMA_CPP_PYTHON_REFUSAL = Status(500, "response_format.type: Input should be 'text' or 'json_object'")
+# A server without log-probabilities, refusing the request that asks for them.
+LOGPROBS_REFUSAL = Status(400, "logprobs is not supported by this model")
+STUB_LOGPROB = -0.1  # every token's log-probability, when asked for
+
+
+def token_logprobs(text: str) -> dict[str, Any]:
+    """OpenAI's ``logprobs`` object for ``text``: its words as tokens (joined, they are the
+    text), each with ``STUB_LOGPROB``."""
+    tokens = re.findall(r"\s*\S+|\s+", text)
+    return {"content": [{"token": t, "logprob": STUB_LOGPROB, "bytes": list(t.encode()), "top_logprobs": []}
+                        for t in tokens], "refusal": None}
 
 
 def format_of(body: dict[str, Any]) -> str | None:
@@ -94,10 +111,11 @@ class StubServer:
     """The server; use as a context manager (it serves on a thread while inside)."""
 
     def __init__(self, reply: Callable[[dict[str, Any]], Behaviour] | None = None, latency: float = 0.0,
-                 port: int = 0, refuse: dict[str, Behaviour] | None = None) -> None:
+                 port: int = 0, refuse: dict[str, Behaviour] | None = None, logprobs: bool = True) -> None:
         self.reply: Callable[[dict[str, Any]], Behaviour] = reply or (lambda body: "ok")
         self.latency = latency  # seconds every request takes, so that concurrency shows
-        self.refuse = dict(refuse or {})  # response_format type -> the behaviour that refuses it
+        self.refuse = dict(refuse or {})  # response_format type, or "logprobs" -> the behaviour refusing it
+        self.logprobs = logprobs  # send logprobs when a request asks for them
         self.requests: list[dict[str, Any]] = []  # every request body, in arrival order
         self.in_flight = 0
         self.max_in_flight = 0
@@ -130,6 +148,8 @@ class StubServer:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             refusal = self.refuse.get(format_of(body) or "")
+            if refusal is None and body.get("logprobs"):
+                refusal = self.refuse.get("logprobs")
             if refusal is not None:
                 return refusal
             scripted = self._script.popleft() if self._script else None
@@ -176,6 +196,8 @@ def _handler(stub: StubServer) -> type[BaseHTTPRequestHandler]:
                 choices = behaviour.choices if isinstance(behaviour, Completion) else [
                     {"index": 0, "message": {"role": "assistant", "content": behaviour}, "finish_reason": "stop"}
                 ]
+                if body.get("logprobs") and stub.logprobs:
+                    choices = [{"logprobs": token_logprobs(c["message"]["content"] or ""), **c} for c in choices]
                 prompt = count_tokens(text_of(body))
                 completion = sum(count_tokens(c["message"]["content"] or "") for c in choices)
                 reply = {

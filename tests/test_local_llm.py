@@ -221,7 +221,11 @@ def forwards(chat):
 
 
 def summary(replies) -> list:
-    return [(r.content, r.usage_metadata, r.response_metadata) for r in replies]
+    """What two ways of generating must agree on exactly: the tokens' log-probabilities differ
+    by float noise between batch layouts, so only their tokens count here (their values are
+    checked against a forward pass in test_logprobs.py)."""
+    tokens = [[t["token"] for t in r.response_metadata["logprobs"]["content"]] for r in replies]
+    return [(r.content, r.usage_metadata, {**r.response_metadata, "logprobs": t}) for r, t in zip(replies, tokens)]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,11 @@ Failures are loud, never an empty answer: a request that still fails after the r
 error in its place (``answer_each``), so only the samples whose requests failed are affected;
 ``answer`` raises the first. A service that is down raises at once.
 
+Each request asks for token log-probabilities (``logprobs``), and an answer's ``probability``
+is that of its tokens; None where the server sends none. A server that refuses the parameter
+(a 400 that names it) gets the request again without it, and is not asked again;
+``IDEALAGENT_VLM_LOGPROBS=0`` never asks. Captions carry no probability.
+
 Configuration from the environment: ``OpenAIAnswerer.from_env()`` reads ``IDEALAGENT_VLM_*``
 (falling back to ``IDEALAGENT_LLM_*``); see ``idealagent.endpoints`` for the variables.
 """
@@ -25,10 +30,13 @@ import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import openai
 
 from idealagent import parsing
 from idealagent.answerers import Answer, raise_first
+from idealagent.confidence import TokenLogprob, answer_probability, logprobs_content
 from idealagent.endpoints import (
     LOCAL_API_KEY,
     VLM_PREFIX,
@@ -70,9 +78,8 @@ class OpenAIAnswerer:
         retry_initial_wait: float = 0.5,
         retry_max_wait: float = 20.0,
         prompts_dir: str | None = None,
+        logprobs: bool = True,
     ) -> None:
-        import openai
-
         check_endpoint(model=model, base_url=base_url, max_concurrency=max_concurrency, timeout=timeout,
                        attempts=attempts, max_tokens=max_tokens)
         self.model = model
@@ -85,13 +92,14 @@ class OpenAIAnswerer:
         self.image_format = image_format  # png is lossless; jpeg keeps request bodies small
         self.jpeg_quality = jpeg_quality
         self.retry = RetryPolicy(attempts, retry_initial_wait, retry_max_wait)
+        self.logprobs = logprobs  # ask for token log-probabilities; off for good once refused
         self.prompt = load_prompt("vlm_answerer", prompts_dir)
         # The client's own retries are off: ours (tenacity) free the slot while backing off.
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or LOCAL_API_KEY, timeout=timeout,
                                     max_retries=0)
         self._slots = AdaptiveLimit(max_concurrency)  # halves on 429 and grows back
         self._threads: ThreadPoolExecutor | None = None  # made on first use
-        self._pool_lock = threading.Lock()
+        self._pool_lock = threading.Lock()  # also guards turning logprobs off
 
     @classmethod
     def from_env(cls, prefix: str = VLM_PREFIX, **overrides: Any) -> OpenAIAnswerer:
@@ -125,8 +133,7 @@ class OpenAIAnswerer:
         uris = self._encode_all(images)
         replies = self._complete_all([self._messages(uris[id(image)], "") for image in images],
                                      self.caption_max_tokens)
-        return [reply if isinstance(reply, Exception) else reply.with_text(" ".join(reply.text.split()))
-                for reply in replies]
+        return [reply if isinstance(reply, Exception) else _one_line_caption(reply.answer) for reply in replies]
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -145,7 +152,7 @@ class OpenAIAnswerer:
                                 {"type": "text", "text": turns[-1]["content"]}]
         return turns
 
-    def _complete_all(self, conversations: list[list[dict[str, Any]]], max_tokens: int) -> list[Answer | Exception]:
+    def _complete_all(self, conversations: list[list[dict[str, Any]]], max_tokens: int) -> list[Completed | Exception]:
         """Every conversation's reply text (or its one-line error), in order: the calling thread
         sends the first itself, the others go to threads the answerer keeps (starting threads
         for every call costs more than the requests' own work). A service that is down raises."""
@@ -168,42 +175,75 @@ class OpenAIAnswerer:
                 self._threads = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="vlm-endpoint")
             return self._threads
 
-    def _outcome(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer | Exception:
+    def _outcome(self, messages: list[dict[str, Any]], max_tokens: int) -> Completed | Exception:
         try:
             return self._complete(messages, max_tokens)
         except Exception as exc:  # in its request's place; the caller decides
             return exc
 
-    def _complete(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
+    def _complete(self, messages: list[dict[str, Any]], max_tokens: int) -> Completed:
         return self.retry.call(lambda: self._request(messages, max_tokens), self._describe())
 
-    def _request(self, messages: list[dict[str, Any]], max_tokens: int) -> Answer:
-        # The slot is held for the request only, not while backing off between tries.
-        raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(
-            model=self.model, messages=messages, max_tokens=max_tokens, temperature=self.temperature))
+    def _request(self, messages: list[dict[str, Any]], max_tokens: int) -> Completed:
+        options = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                   "temperature": self.temperature}
+        if self.logprobs:
+            options["logprobs"] = True
+        try:
+            # The slot is held for the request only, not while backing off between tries.
+            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options))
+        except openai.BadRequestError as exc:
+            if "logprobs" not in options or not self._refuses_logprobs(exc):
+                raise
+            del options["logprobs"]  # the same request once more, without them
+            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options))
         return reply_answer(raw.http_response, self._describe())
+
+    def _refuses_logprobs(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the server refusing ``logprobs``; if so, they are not asked for
+        again (said once, at INFO: the answers' probabilities are then unknown)."""
+        if "logprobs" not in f"{getattr(exc, 'message', exc)} {getattr(exc, 'body', '')}".lower():
+            return False
+        with self._pool_lock:
+            first, self.logprobs = self.logprobs, False
+        if first:
+            log.info("%s refuses logprobs (%s); asking without them from now on", self._describe(),
+                     one_line(exc, 160))
+        return True
 
     def _describe(self) -> str:
         return f"VLM endpoint {redact_url(self.base_url)} (model {self.model})"
 
-    def _short(self, reply: Answer) -> Answer:
-        answer = parsing.short_answer(reply.text, self.max_words)
+    def _short(self, reply: Completed) -> Answer:
+        text = reply.answer.text
+        answer = parsing.short_answer(text, self.max_words)
         if not answer:
-            raise ModelOutputError(f"{self._describe()}: no answer in the reply {reply.text[:80]!r}",
-                                   raw=reply.text)
-        return reply.with_text(answer)
+            raise ModelOutputError(f"{self._describe()}: no answer in the reply {text[:80]!r}", raw=text)
+        full = reply.answer
+        return Answer(answer, full.input_tokens, full.output_tokens, answer_probability(reply.tokens, answer))
 
 
-def _or_error(parse: Any, reply: Answer) -> Answer | Exception:
+class Completed(NamedTuple):
+    """A reply, and its tokens' texts and log-probabilities (None: the server sent none)."""
+
+    answer: Answer
+    tokens: list[TokenLogprob] | None
+
+
+def _one_line_caption(reply: Answer) -> Answer:
+    return reply.with_text(" ".join(reply.text.split()))
+
+
+def _or_error(parse: Any, reply: Completed) -> Answer | Exception:
     try:
         return parse(reply)
     except IdealAgentError as exc:
         return exc
 
 
-def reply_answer(response: Any, describe: str) -> Answer:
-    """The first choice's text from an HTTP response, with the reply's token usage; or a
-    one-line ModelOutputError."""
+def reply_answer(response: Any, describe: str) -> Completed:
+    """The first choice's text from an HTTP response, with the reply's token usage and its
+    tokens' log-probabilities (``choices[0].logprobs``); or a one-line ModelOutputError."""
     try:
         body = json.loads(response.text)
     except ValueError as exc:
@@ -221,7 +261,8 @@ def reply_answer(response: Any, describe: str) -> Answer:
             f"{describe}: the reply is empty (finish_reason {choice.get('finish_reason')})", raw=response.text[:2000]
         )
     usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    return Answer(content.strip(), _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+    answer = Answer(content.strip(), _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+    return Completed(answer, logprobs_content(choice.get("logprobs")))
 
 
 def _count(value: Any) -> int:

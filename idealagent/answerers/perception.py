@@ -21,6 +21,7 @@ from PIL import Image
 
 from idealagent import parsing
 from idealagent.answerers import Answer
+from idealagent.confidence import answer_probability, message_logprobs
 from idealagent.errors import ModelLoadError, one_line
 from idealagent.prompts import PromptSpec, load_prompt
 
@@ -278,8 +279,13 @@ class PerceptionAnswerer:
             self.prompt.render(description=descriptions[id(image)], question=question)
             for image, question in requests
         ]
-        return [Answer(_short_answer(_reply_text(reply)), *_reply_tokens(reply))
-                for reply in self._llm.batch(conversations)]
+        answers = []
+        for reply in self._llm.batch(conversations):
+            text = _short_answer(_reply_text(reply))
+            # The LLM's probability of its answer's tokens; None where its replies carry no logprobs.
+            probability = answer_probability(message_logprobs(_raw_message(reply)), text)
+            answers.append(Answer(text, *_reply_tokens(reply), probability=probability))
+        return answers
 
 
 def _short_answer_model(llm: BaseChatModel) -> Runnable:
@@ -308,10 +314,14 @@ def _reply_text(reply: Any) -> str:
     return match.group(1) if match else text
 
 
+def _raw_message(reply: Any) -> Any:
+    """The chat message behind a reply (a structured-output dict holds it under "raw")."""
+    return reply.get("raw") if isinstance(reply, dict) else reply
+
+
 def _reply_tokens(reply: Any) -> tuple[int, int]:
     """(input, output) tokens of an LLM reply, from its usage metadata; (0, 0) without it."""
-    message = reply.get("raw") if isinstance(reply, dict) else reply
-    usage = getattr(message, "usage_metadata", None) or {}
+    usage = getattr(_raw_message(reply), "usage_metadata", None) or {}
     return usage.get("input_tokens", 0), usage.get("output_tokens", 0)
 
 

@@ -5,7 +5,9 @@ template (an image part and the question); PaliGemma, which has none, gets its t
 prompt ("answer en ..."). Requests are answered in left-padded, greedy ``generate`` batches of
 similar-length prompts; each distinct image is preprocessed once per call (``OncePerImage``).
 The vision tower still runs once per row: feeding it unique images and scattering features
-into rows would need per-architecture code (Qwen's mrope positions come from the rows).
+into rows would need per-architecture code (Qwen's mrope positions come from the rows). An
+answer's ``probability`` is the product of its tokens' probabilities under the model's raw
+logits (``TokenLogprobs``); captions have none.
 
 ``chat_model()`` serves the questioner and reasoner from the same weights (``LocalChatModel``
 with text-only turns), so one loaded model can play every role.
@@ -16,12 +18,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from idealagent.answerers import Answer, raise_first
+from idealagent.confidence import TokenLogprob, answer_probability
 from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor
 from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
-from idealagent.llms.local import SHARED_LOAD_KWARGS, load_failure_message, quiet_loading
+from idealagent.llms.local import (
+    SHARED_LOAD_KWARGS,
+    load_failure_message,
+    quiet_loading,
+    raw_logprob_processors,
+    token_pieces,
+)
 from idealagent.parsing import short_answer
 from idealagent.prompts import load_prompt
 
@@ -119,14 +128,14 @@ class TransformersAnswerer:
     def caption_each(self, images: Sequence[Image]) -> list[Answer | Exception]:
         """Like ``caption``, with each image's failure in its place."""
         prompts = [self._prompt("caption", "") for _ in images]
-        return self._generate_all(list(images), prompts, max_words=30)
+        return self._generate_all(list(images), prompts, max_words=30, scored=False)
 
     def answer_each(self, requests: Sequence[tuple[Image, str]]) -> list[Answer | Exception]:
         """Like ``answer``, but each request's failure (a rejected image, an empty reply, out
         of memory even alone) is returned in its place, so the other answers survive."""
         images = [image for image, _ in requests]
         prompts = [self._prompt("answer", question) for _, question in requests]
-        return self._generate_all(images, prompts, max_words=self.max_words)
+        return self._generate_all(images, prompts, max_words=self.max_words, scored=True)
 
     def chat_model(self, **overrides: Any) -> LocalChatModel:
         """A LangChain chat model over these same weights (no copy), for the text-only roles.
@@ -157,8 +166,9 @@ class TransformersAnswerer:
                                                   chat_template=self._chat_template)
 
     def _generate_all(self, images: list[Image], prompts: list[str], *,
-                      max_words: int) -> list[Answer | Exception]:
-        """Every row, ``max_batch_size`` similar-length prompts per call, in input order."""
+                      max_words: int, scored: bool) -> list[Answer | Exception]:
+        """Every row, ``max_batch_size`` similar-length prompts per call, in input order;
+        ``scored``: each answer gets the probability of its tokens."""
         results: list[Answer | Exception] = [ValueError("not generated")] * len(prompts)
         once = OncePerImage(self.processor.image_processor)  # for the whole call: ids stay valid
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -166,14 +176,14 @@ class TransformersAnswerer:
             rows = order[start : start + self.max_batch_size]
             texts = self._generate_rows(once, [images[i] for i in rows], [prompts[i] for i in rows])
             for i, text in zip(rows, texts):
-                results[i] = text if isinstance(text, Exception) else self._short(text, max_words)
+                results[i] = text if isinstance(text, Exception) else self._short(*text, max_words, scored)
         return results
 
     def _generate_rows(self, once: OncePerImage, images: list[Image],
-                       prompts: list[str]) -> list[Answer | Exception]:
+                       prompts: list[str]) -> list[Generated | Exception]:
         """One generate call; rows whose image the processor refuses get an ``ImageError``, and
         on out-of-memory the rows are split in halves and retried, down to one row."""
-        results: list[Answer | Exception | None] = [None] * len(prompts)
+        results: list[Generated | Exception | None] = [None] * len(prompts)
         live = list(range(len(prompts)))
         while live:
             try:
@@ -214,7 +224,7 @@ class TransformersAnswerer:
             self.processor.image_processor = real
         return inputs.to(self.model.device)
 
-    def _generate(self, inputs: Any) -> list[Answer]:
+    def _generate(self, inputs: Any) -> list[Generated]:
         import torch
 
         for key, value in inputs.items():  # pixels in the weights' dtype (bf16 on a GPU)
@@ -222,24 +232,41 @@ class TransformersAnswerer:
                 inputs[key] = value.to(self.model.dtype)
         inputs.pop("labels", None)  # PaliGemma's processor adds training labels
         tokenizer = self.processor.tokenizer
+        scores, processors, options = raw_logprob_processors(self.model, inputs["attention_mask"])
         with torch.inference_mode():
             output = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                         pad_token_id=tokenizer.pad_token_id)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]  # (rows, new)
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                                         pad_token_id=tokenizer.pad_token_id, logits_processor=processors,
+                                         **options)
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]  # (rows, new)
+            logprobs = scores.per_row(new_tokens)
         # Tokens in: the row's prompt and image tokens, padding excluded. Tokens out: up to and
         # including the first end token (generate pads finished rows after it).
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         ends = {tokenizer.pad_token_id, tokenizer.eos_token_id, *_as_list(self.model.generation_config.eos_token_id)}
-        return [Answer(text, int(length), _generated_length(row, ends))
-                for text, length, row in zip(texts, prompt_lengths, new_tokens.tolist())]
+        generated = []
+        for length, row, row_logprobs in zip(prompt_lengths, new_tokens.tolist(), logprobs):
+            count = _generated_length(row, ends)
+            content = row[: count - 1] if count and row[count - 1] in ends else row[:count]
+            pieces = token_pieces(tokenizer, content)
+            generated.append(Generated(Answer("".join(pieces), int(length), count),
+                                       list(zip(pieces, row_logprobs))))
+        return generated
 
-    def _short(self, reply: Answer, max_words: int) -> Answer | Exception:
+    def _short(self, reply: Answer, tokens: list[TokenLogprob], max_words: int,
+               scored: bool) -> Answer | Exception:
         answer = short_answer(reply.text, max_words)
         if not answer:
             return ModelOutputError(f"{self.model_name or 'the model'} gave an empty answer "
                                     f"({len(reply.text)} characters before trimming)", raw=reply.text)
-        return reply.with_text(answer)
+        probability = answer_probability(tokens, answer) if scored else None
+        return Answer(answer, reply.input_tokens, reply.output_tokens, probability)
+
+
+class Generated(NamedTuple):
+    """One row's reply, and its tokens' texts and log-probabilities (raw logits)."""
+
+    reply: Answer
+    tokens: list[TokenLogprob]
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -5,8 +5,10 @@ conversation with the tokenizer's chat template and runs one left-padded ``gener
 chunk of ``max_batch_size``. The token prefix that a chunk's prompts share (a role's system
 prompt and few-shot turns) is prefilled once, not once per row, and kept for later calls. A
 ``json_schema`` call option turns on xgrammar-constrained decoding, which is what
-``with_structured_output`` binds. torch and transformers are imported only when a model is
-loaded or run.
+``with_structured_output`` binds. Every reply carries its tokens' log-probabilities under the
+model's raw logits, in the OpenAI form (``response_metadata["logprobs"]["content"]``), so
+``idealagent.confidence`` reads local and served replies alike. torch and transformers are
+imported only when a model is loaded or run.
 """
 
 from __future__ import annotations
@@ -183,15 +185,21 @@ class LocalChatModel(BaseChatModel):
         stop: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
         max_new_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> list[AIMessage]:
-        """Generate one reply per conversation, ``max_batch_size`` conversations per call."""
+        """Generate one reply per conversation, ``max_batch_size`` conversations per call.
+
+        ``temperature`` (None: the model's own) above 0 samples, so ``llm.bind(temperature=0.8)``
+        gives varied replies (self-consistency votes); 0 decodes greedily.
+        """
         prompts = [self.render(c) for c in conversations]
         # Similar lengths side by side means less padding; characters are a cheap proxy.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         replies: list[AIMessage] = [None] * len(prompts)  # type: ignore[list-item]
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]
-            options = {"stop": stop, "json_schema": json_schema, "max_new_tokens": max_new_tokens}
+            options = {"stop": stop, "json_schema": json_schema, "max_new_tokens": max_new_tokens,
+                       "temperature": self.temperature if temperature is None else temperature}
             for i, reply in zip(chunk, self._generate_chunk([prompts[i] for i in chunk], **options)):
                 replies[i] = reply
         return replies
@@ -205,7 +213,7 @@ class LocalChatModel(BaseChatModel):
         return self.tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False,
                                                   chat_template=self.chat_template)
 
-    def _generate_chunk(self, prompts, *, stop, json_schema, max_new_tokens) -> list[AIMessage]:
+    def _generate_chunk(self, prompts, *, stop, json_schema, max_new_tokens, temperature) -> list[AIMessage]:
         import torch
 
         # The chat template already holds any BOS.
@@ -216,41 +224,51 @@ class LocalChatModel(BaseChatModel):
             "max_new_tokens": max_new_tokens or self.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
             "eos_token_id": sorted(self._stop_token_ids),
-            "do_sample": self.temperature > 0,
+            "do_sample": temperature > 0,
         }
         if cache is not None:
             options[cache_keyword(self.model)] = cache
-        if self.temperature > 0:
-            options["temperature"] = self.temperature
-        processors = []
+        if temperature > 0:
+            options["temperature"] = temperature
+        penalty = None
         if self.repetition_penalty != 1.0:
             from transformers import RepetitionPenaltyLogitsProcessor
 
             prompt_length = input_ids.shape[1]  # prefix and padded suffix: generate sees them all
-            processors.append(RepetitionPenaltyLogitsProcessor(self.repetition_penalty, prompt_length))
+            penalty = RepetitionPenaltyLogitsProcessor(self.repetition_penalty, prompt_length)
+        scores, processors, raw_options = raw_logprob_processors(self.model, attention_mask, penalty)
+        options.update(raw_options)
         if json_schema is not None:  # last, so the grammar's mask has the final word
             processors.append(self._json_processor(json_schema))
-        if processors:
-            options["logits_processor"] = processors
         device = self.model.device
         with torch.inference_mode():
             output = self.model.generate(  # (rows, prompt + new)
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **options
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                logits_processor=processors, **options,
             )
-        new_tokens = output[:, input_ids.shape[1] :].tolist()
-        return [self._to_message(t, len(row), stop) for t, row in zip(new_tokens, rows)]
+            new_tokens = output[:, input_ids.shape[1] :]
+            logprobs = scores.per_row(new_tokens)
+        return [self._to_message(tokens, row_logprobs, len(row), stop)
+                for tokens, row_logprobs, row in zip(new_tokens.tolist(), logprobs, rows)]
 
-    def _to_message(self, tokens: list[int], input_tokens: int, stop: list[str] | None) -> AIMessage:
-        """Decode one row; what follows its first end-of-turn token is padding."""
+    def _to_message(self, tokens: list[int], logprobs: list[float], input_tokens: int,
+                    stop: list[str] | None) -> AIMessage:
+        """Decode one row, with each of its tokens' text and log-probability (``logprobs``, one
+        per generated token); what follows its first end-of-turn token is padding."""
         ends = [i for i, token in enumerate(tokens) if token in self._stop_token_ids]
-        tokens = tokens[: ends[0] + 1] if ends else tokens
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        content = tokens[: ends[0]] if ends else tokens  # the reply's own tokens, no end token
+        pieces = token_pieces(self.tokenizer, content)
+        text = "".join(pieces)
         cut = min((text.find(s) for s in stop or [] if s in text), default=-1)
-        text = text[:cut] if cut >= 0 else text
-        usage = {"input_tokens": input_tokens, "output_tokens": len(tokens),
-                 "total_tokens": input_tokens + len(tokens)}
+        if cut >= 0:
+            text, pieces = text[:cut], cut_pieces(pieces, cut)
+        generated = ends[0] + 1 if ends else len(tokens)  # the end token counts
+        usage = {"input_tokens": input_tokens, "output_tokens": generated,
+                 "total_tokens": input_tokens + generated}
         finish_reason = "stop" if ends or cut >= 0 else "length"
-        metadata = {"finish_reason": finish_reason, "model_name": self.model_name}
+        scored = [{"token": piece, "logprob": logprob} for piece, logprob in zip(pieces, logprobs)]
+        metadata = {"finish_reason": finish_reason, "model_name": self.model_name,
+                    "logprobs": {"content": scored}}
         return AIMessage(content=text, usage_metadata=usage, response_metadata=metadata)
 
     @property
@@ -332,6 +350,94 @@ class LocalChatModel(BaseChatModel):
 
         bound = self.bind(json_schema=json_schema)
         return bound | RunnableLambda(parse_keeping_raw if include_raw else parse)
+
+
+class TokenLogprobs:
+    """A logits processor that records each generated token's log-probability under the
+    model's raw logits; it must come first, before anything that changes the logits.
+
+    It keeps only the previous step's log-softmax (rows x vocab), not every step's logits
+    (``output_logits`` keeps steps x rows x vocab floats: gigabytes on a big vocabulary). The
+    token chosen at the previous step is the last column of the next call's ``input_ids``;
+    the last step's is read from generate's output (``per_row``).
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None  # (rows, vocab) log-softmax of the latest step
+        self._chosen: list[Any] = []  # per step, (rows,) log-probabilities of the tokens chosen
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self._previous is not None:
+            self._chosen.append(self._previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self._previous = scores.float().log_softmax(dim=-1)
+        return scores  # untouched: the processors after this one see the raw logits too
+
+    def per_row(self, new_tokens: Any) -> list[list[float]]:
+        """Each row's log-probabilities of ``new_tokens`` (rows x steps, what generate added);
+        a finished row's padding gets numbers too, which callers cut off with the row."""
+        import torch
+
+        steps = new_tokens.shape[1]
+        chosen = self._chosen[:steps]  # a generate that runs ahead and undoes steps calls more often
+        if len(chosen) < steps and self._previous is not None:
+            last = new_tokens[:, steps - 1 : steps].to(self._previous.device)
+            chosen.append(self._previous.gather(1, last).squeeze(1))
+        if not chosen:
+            return [[] for _ in range(new_tokens.shape[0])]
+        return torch.stack(chosen, dim=1).tolist()
+
+
+def raw_logprob_processors(model: Any, attention_mask: Any,
+                           penalty: Any = None) -> tuple[TokenLogprobs, list[Any], dict[str, Any]]:
+    """``(scores, processors, options)`` for a ``generate`` call whose token log-probabilities
+    are wanted: ``scores`` heads ``processors`` (pass them as ``logits_processor``, with more
+    appended as needed), and ``options`` go to generate too.
+
+    generate runs the processors its generation config asks for *before* ours. The one chat
+    models commonly ship is a repetition penalty (Qwen's 1.05 to 1.1): it is turned off in
+    generate and the same processor follows ``scores`` instead, so replies do not change.
+    ``penalty``, our own repetition-penalty processor, replaces it, as generate would.
+    """
+    options: dict[str, Any] = {}
+    inherited = model.generation_config.repetition_penalty
+    if inherited is not None and inherited != 1.0:
+        options["repetition_penalty"] = 1.0
+        if penalty is None:
+            from transformers import RepetitionPenaltyLogitsProcessor
+
+            # As generate builds it: only each row's leading padding is exempt.
+            padding = (attention_mask != 0).int().argmax(dim=1)
+            penalty = RepetitionPenaltyLogitsProcessor(inherited, prompt_ignore_length=padding)
+    scores = TokenLogprobs()
+    return scores, [scores] + ([penalty] if penalty is not None else []), options
+
+
+def token_pieces(tokenizer: Any, tokens: list[int]) -> list[str]:
+    """Each token's share of ``decode(tokens)``: joined, they are that text exactly.
+
+    A token's share is what decoding up to it adds to the text; a token that ends inside a
+    character (byte-level BPE splits UTF-8) adds nothing, the token that completes it adds it.
+    """
+    if not tokens:
+        return []
+    prefixes = tokenizer.batch_decode([tokens[: i + 1] for i in range(len(tokens))], skip_special_tokens=True)
+    text, pieces, done = prefixes[-1], [], 0
+    for prefix in prefixes:
+        end = max(done, len(os.path.commonprefix([prefix, text])))
+        pieces.append(text[done:end])
+        done = end
+    return pieces
+
+
+def cut_pieces(pieces: list[str], length: int) -> list[str]:
+    """The token pieces that make up the first ``length`` characters of their joined text."""
+    kept, position = [], 0
+    for piece in pieces:
+        if position >= length:
+            break
+        kept.append(piece[: length - position])
+        position += len(piece)
+    return kept
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 This is the scale-out path: the questioner and reasoner talk to a server (or replicas behind a
 load balancer) instead of a model in this process. ``EndpointChatModel`` is langchain-openai's
-``ChatOpenAI`` with three things the loop needs from a shared server:
+``ChatOpenAI`` with four things the loop needs from a shared server:
 
 - a concurrency limit: never more than ``max_concurrency`` requests in flight from this model,
   however it is batched (``.batch()``, ``with_structured_output(...).batch()``, threads);
@@ -10,7 +10,11 @@ load balancer) instead of a model in this process. ``EndpointChatModel`` is lang
   dropped connections; other errors fail at once), with the slot not held while waiting;
 - one-line errors: an endpoint that answers with a non-JSON body or no choices raises
   ``ModelOutputError``; an unreachable or unauthorised one ``ServiceDownError``, and one still
-  overloaded after every try ``InfrastructureError`` (neither is ever a result).
+  overloaded after every try ``InfrastructureError`` (neither is ever a result);
+- token log-probabilities: asked for (``logprobs=True``, unless ``IDEALAGENT_LLM_LOGPROBS=0``),
+  so each reply's ``response_metadata["logprobs"]`` holds them where the server sends them. A
+  server that refuses the parameter (a 400 that names it) is asked once more without it, and
+  never with it again.
 
 ``with_structured_output(schema, method="json_schema")`` sends ``response_format`` of type
 ``json_schema``, which vLLM and SGLang turn into constrained decoding. Servers that refuse it
@@ -23,6 +27,7 @@ Token counts come back in ``AIMessage.usage_metadata`` and from there reach ``Tr
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -54,6 +59,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 
+log = logging.getLogger(__name__)
+
 # -- the chat model ---------------------------------------------------------------------------
 
 
@@ -71,6 +78,7 @@ class EndpointChatModel(ChatOpenAI):
 
     _slots: tuple[int, AdaptiveLimit] | None = PrivateAttr(default=None)
     _slots_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _logprobs_refused: bool = PrivateAttr(default=False)  # the server said 400 to logprobs
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -98,13 +106,21 @@ class EndpointChatModel(ChatOpenAI):
         parent = super()._generate
         slot = self._slot()
 
-        def request() -> ChatResult:
+        def attempt() -> ChatResult:
             try:
                 return parent(messages, stop=stop, run_manager=run_manager, **kwargs)
             except Exception as exc:
                 if (error := self._not_json(exc)) is None:
                     raise
                 raise error from exc
+
+        def request() -> ChatResult:
+            try:
+                return attempt()
+            except openai.BadRequestError as exc:
+                if not self._refuses_logprobs(exc):
+                    raise
+            return attempt()  # the same request without logprobs (_get_request_payload drops them)
 
         # The slot is held for the request only, not while backing off between tries.
         return self.retry_policy.call(lambda: slot.run(request), self._describe())
@@ -114,7 +130,7 @@ class EndpointChatModel(ChatOpenAI):
         # Async callers bound concurrency with abatch's max_concurrency (set by with_config below).
         parent = super()._agenerate
 
-        async def request() -> ChatResult:
+        async def attempt() -> ChatResult:
             try:
                 return await parent(messages, stop=stop, run_manager=run_manager, **kwargs)
             except Exception as exc:
@@ -122,7 +138,27 @@ class EndpointChatModel(ChatOpenAI):
                     raise
                 raise error from exc
 
+        async def request() -> ChatResult:
+            try:
+                return await attempt()
+            except openai.BadRequestError as exc:
+                if not self._refuses_logprobs(exc):
+                    raise
+            return await attempt()
+
         return await self.retry_policy.acall(request, self._describe())
+
+    def _refuses_logprobs(self, exc: openai.BadRequestError) -> bool:
+        """Whether ``exc`` is the server refusing the ``logprobs`` parameter; if so, it is not
+        sent again (said once, at INFO: the answers' probabilities are then unknown)."""
+        if "logprobs" not in f"{exc.message} {exc.body}".lower():
+            return False
+        with self._slots_lock:
+            first, self._logprobs_refused = not self._logprobs_refused, True
+        if first:
+            log.info("%s refuses logprobs (%s); asking without them from now on", self._describe(),
+                     one_line(exc, 160))
+        return True
 
     def _not_json(self, exc: Exception) -> ModelOutputError | None:
         """The one-line error ``exc`` stands for if it comes from a reply that is not JSON."""
@@ -152,6 +188,9 @@ class EndpointChatModel(ChatOpenAI):
         # OpenAI-compatible server knows the older name; not every one (or version) the newer.
         if "max_completion_tokens" in payload:
             payload["max_tokens"] = payload.pop("max_completion_tokens")
+        if self._logprobs_refused:
+            payload.pop("logprobs", None)
+            payload.pop("top_logprobs", None)
         return payload
 
     def batch(self, inputs: list[Any], config: RunnableConfig | list[RunnableConfig] | None = None,
@@ -177,16 +216,19 @@ def make_chat_model(
     temperature: float = 0.0,
     retry_initial_wait: float = 0.5,
     retry_max_wait: float = 20.0,
+    logprobs: bool = True,
     **extra: Any,
 ) -> EndpointChatModel:
-    """A chat model for ``model`` served at ``base_url``; ``extra`` goes to ChatOpenAI."""
+    """A chat model for ``model`` served at ``base_url``; ``extra`` goes to ChatOpenAI.
+    ``logprobs``: ask for token log-probabilities (False: the parameter is never sent)."""
     check_endpoint(model=model, base_url=base_url, max_concurrency=max_concurrency, timeout=timeout,
                    attempts=attempts, max_tokens=max_tokens)
     return EndpointChatModel(
         model=model, base_url=base_url, api_key=api_key or LOCAL_API_KEY, timeout=timeout,
         max_retries=0,  # retries are ours (tenacity), so a slot is never held while backing off
         max_tokens=max_tokens, temperature=temperature, max_concurrency=max_concurrency,
-        attempts=attempts, retry_initial_wait=retry_initial_wait, retry_max_wait=retry_max_wait, **extra,
+        attempts=attempts, retry_initial_wait=retry_initial_wait, retry_max_wait=retry_max_wait,
+        logprobs=True if logprobs else None, **extra,
     )
 
 
