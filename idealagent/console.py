@@ -292,7 +292,7 @@ def _accuracy_table(title: str, groups: list[tuple[str, dict[str, Any]]], baseli
     samples (difference, its bootstrap 95% interval, McNemar's p); significantly worse in red."""
     paired = any(group.get("vs_baseline") for _, group in groups)
     table = Table(title=title, title_justify="left")
-    table.add_column("question type")
+    table.add_column("type")
     table.add_column("n", justify="right")
     table.add_column("agent", justify="right")
     if baseline:
@@ -300,8 +300,6 @@ def _accuracy_table(title: str, groups: list[tuple[str, dict[str, Any]]], baseli
     if paired:
         for name in ("Δ paired", "95% interval", "McNemar p"):
             table.add_column(name, justify="right", no_wrap=True)
-    for name in ("failures", "unknown"):
-        table.add_column(name, justify="right")
     for i, (name, group) in enumerate(groups):
         cells = [name, str(group["n"]), _pct(group["accuracy"])]
         if baseline:
@@ -316,7 +314,6 @@ def _accuracy_table(title: str, groups: list[tuple[str, dict[str, Any]]], baseli
                 style = "bold red"
         elif paired:
             cells += ["—", "—", "—"]
-        cells += [str(group["failures"]), _pct(group["unknown_rate"])]
         table.add_row(*cells, style=style, end_section=i == 0 and len(groups) > 1)
     return table
 
@@ -389,6 +386,7 @@ def _stats_table(overall: dict[str, Any]) -> Table:
     table = Table(title="agent", title_justify="left", show_header=False)
     table.add_column(style="cyan")
     table.add_column()
+    table.add_row("failed / unknown", f"{overall['failures']} / {_pct(overall['unknown_rate'])}")
     if stats.get("n"):
         reasons = ", ".join(f"{reason} {count}" for reason, count in stats["stop_reasons"].items())
         table.add_row(

@@ -218,3 +218,31 @@ def test_the_default_and_stated_calibrations_are_documented_combinations() -> No
     assert default_score("direct", {"answer_prob": 0.7}) == 0.7 and default_score("direct", {}) is None
     assert resolve("stated").confidence("verdict", signals) == 0.9
     assert resolve("stated").confidence("direct", {"answer_prob": 0.99}) is None
+
+
+# -- servers: the signal is the server's, or absent ---------------------------------------------
+
+
+@pytest.mark.parametrize("logprobs", [True, False], ids=["with-logprobs", "without"])
+def test_a_servers_logprobs_reach_the_trace_and_their_absence_is_not_filled_in(logprobs: bool) -> None:
+    from idealagent.answerers.openai import OpenAIAnswerer
+    from idealagent.llms.openai import make_chat_model
+    from tests.openai_stub import STUB_LOGPROB, StubServer
+    from tests.test_structured_forms import FAST, QUESTION, endpoint
+
+    with StubServer(endpoint, logprobs=logprobs) as stub:
+        llm = make_chat_model("stub-llm", stub.base_url, timeout=5.0, attempts=4, **FAST)
+        answerer = OpenAIAnswerer("stub-vlm", stub.base_url, timeout=5.0, **FAST)
+        # A threshold above anything reachable, so that the round runs and is judged.
+        trace = IdealAgent(llm, answerer, max_rounds=1, confidence_threshold=1.0).run(
+            Image.new("RGB", (8, 8), "red"), QUESTION)
+    direct, found = trace.direct, trace.rounds[0].verdict
+    assert direct.answer == "red" and found.answer == "red"
+    if logprobs:  # the stub gives every word-token STUB_LOGPROB; each answer is one token
+        assert direct.signals["answer_prob"] == pytest.approx(math.exp(STUB_LOGPROB))
+        assert found.signals["answer_prob"] == pytest.approx(math.exp(STUB_LOGPROB))
+        assert found.signals["direct_prob"] == pytest.approx(math.exp(STUB_LOGPROB))
+    else:
+        assert "answer_prob" not in direct.signals and direct.calibrated is None
+        assert "answer_prob" not in found.signals and "direct_prob" not in found.signals
+    assert trace.answer == "red" and trace.stop_reason == "max_rounds"

@@ -248,3 +248,39 @@ def test_bench_bad_arguments_exit_2_before_any_model_loads(builds: Builds) -> No
     assert_one_error_line(invoke("bench", "--preset", "fake-eval", "-b", "0"), 2, "at least 1")
     assert_one_error_line(invoke("bench", "--preset", "fake-eval", "--benchmark", "nope"), 2, "unknown benchmark")
     assert builds.count == 0
+
+
+def test_calibrate_fits_on_a_run_and_eval_applies_the_file(tmp_path: Path, builds: Builds) -> None:
+    data, train = write_fixture(tmp_path / "data"), tmp_path / "train.jsonl"
+    assert run_eval_cli(data, train).exit_code == 0
+    calibration = tmp_path / "calibration.json"
+    result = invoke("calibrate", str(train), "--out", str(calibration))
+    assert result.exit_code == 0, result.output
+    assert f"verdict: {N_ITEMS} candidates" in result.stdout and f"wrote {calibration}" in result.stdout
+    saved = json.loads(calibration.read_text())
+    assert saved["method"] == "logistic" and saved["fitted_on"]["files"] == ["train.jsonl"]
+    # Applied: recorded in every trace and in the results file's fingerprint.
+    test = tmp_path / "test.jsonl"
+    result = run_eval_cli(data, test, "--calibration", str(calibration))
+    assert result.exit_code == 0, result.output
+    header, rows = read_lines(test)
+    assert header["settings"]["calibration"]["method"] == "logistic"
+    assert all(row["trace"]["settings"]["calibration"]["fits"] == saved["fits"] for row in rows)
+    for row in rows:  # every final answer is its most confident candidate
+        trace = row["trace"]
+        calibrated = [v["calibrated"] for r in trace["rounds"] if (v := r["verdict"]) and v["answer"]]
+        assert row["confidence"] == pytest.approx(max([trace["direct"]["calibrated"], *calibrated]))
+    # The fake answerer's direct answers were all right: the fit trusts them, and they win.
+    assert {row["trace"]["answer_source"] for row in rows} == {"direct"}
+    # Resuming under another calibration is another configuration.
+    other = invoke("eval", "jsonl", "--data", str(data), "--out", str(test), "--preset", "fake-eval")
+    assert_one_error_line(other, 2, "another configuration", "calibration")
+
+
+def test_calibrate_refuses_what_it_cannot_fit_in_one_line(tmp_path: Path) -> None:
+    missing = invoke("calibrate", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "c.json"))
+    assert_one_error_line(missing, 2, "none.jsonl not found")
+    method = invoke("calibrate", str(tmp_path / "none.jsonl"), "--method", "magic")
+    assert_one_error_line(method, 2, "--method must be logistic or isotonic")
+    bad_file = invoke("ask", str(tmp_path / "none.png"), "Q?", "--calibration", str(tmp_path / "missing.json"))
+    assert_one_error_line(bad_file, 2, "no calibration file")
