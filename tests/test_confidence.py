@@ -246,3 +246,45 @@ def test_a_servers_logprobs_reach_the_trace_and_their_absence_is_not_filled_in(l
         assert "answer_prob" not in direct.signals and direct.calibrated is None
         assert "answer_prob" not in found.signals and "direct_prob" not in found.signals
     assert trace.answer == "red" and trace.stop_reason == "max_rounds"
+
+
+# -- failures of the direct answer -----------------------------------------------------------
+
+
+class FailingDirect(SureAnswerer):
+    """Fails the direct question (the main question) with ``error`` the first ``times`` times."""
+
+    def __init__(self, error: Exception, times: int) -> None:
+        super().__init__("red", 0.5)
+        self.error, self.times = error, times
+
+    def answer_each(self, requests):
+        self.questions += [question for _, question in requests]
+        failing = self.times > 0 and any(question == "What colour is it?" for _, question in requests)
+        self.times -= failing
+        return [self.error if failing and question == "What colour is it?" else Answer("red", 1, 1, 0.5)
+                for _, question in requests]
+
+
+def test_a_direct_answer_the_infrastructure_failed_is_asked_again(image) -> None:
+    from idealagent.errors import InfrastructureError
+
+    llm = ScriptedChatModel(replies=[sub_questions("Is it red?"), verdict("red", 0.9)])
+    answerer = FailingDirect(InfrastructureError("HTTP 503 after 5 tries"), times=1)
+    trace = IdealAgent(llm, answerer, max_rounds=1).run(image, "What colour is it?")
+    assert answerer.questions[:2] == ["What colour is it?", "What colour is it?"]
+    assert trace.direct.answer == "red" and trace.direct.error is None and trace.answer == "red"
+    answerer = FailingDirect(InfrastructureError("HTTP 503 after 5 tries"), times=99)
+    with pytest.raises(InfrastructureError, match="HTTP 503"):  # never a result
+        IdealAgent(ScriptedChatModel(replies=[]), answerer, max_rounds=1).run(image, "What colour is it?")
+
+
+def test_a_direct_answer_that_fails_on_the_sample_is_recorded_and_the_loop_goes_on(image) -> None:
+    from idealagent.errors import ModelOutputError
+
+    llm = ScriptedChatModel(replies=[sub_questions("Is it red?"), verdict("red", 0.9)])
+    answerer = FailingDirect(ModelOutputError("no answer in the reply"), times=1)
+    trace = IdealAgent(llm, answerer, max_rounds=1).run(image, "What colour is it?")
+    assert trace.direct.answer is None and "no answer in the reply" in trace.direct.error
+    assert trace.answer == "red" and trace.answer_source == "round" and trace.error is None
+    assert "direct answer to the main question" not in llm.calls[-1][-1].content

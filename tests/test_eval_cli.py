@@ -145,7 +145,7 @@ def test_shards_merge_in_the_report_to_the_unsharded_result(tmp_path: Path, buil
     assert merged["by_type"].keys() == single["by_type"].keys() == {"colour", "mc"}
     assert (tmp_path / "s0" / "summary.json").exists()
     assert {p.name for p in (tmp_path / "s0").glob("*.png")} == {
-        "reliability.png", "accuracy_vs_rounds.png", "accuracy_vs_coverage.png"}
+        "reliability.png", "accuracy_vs_rounds.png", "accuracy_vs_coverage.png", "risk_coverage.png"}
 
 
 def test_report_renders_a_table_next_to_the_first_file_by_default(tmp_path: Path, builds: Builds) -> None:
@@ -206,7 +206,7 @@ def test_easy_vqa_end_to_end_with_the_tiny_preset(tmp_path: Path) -> None:
     summary = json.loads(report.stdout)
     assert summary["overall"]["n"] == 3
     assert sorted(p.name for p in (tmp_path / "easy.report").glob("*.png")) == [
-        "accuracy_vs_coverage.png", "accuracy_vs_rounds.png", "reliability.png"]
+        "accuracy_vs_coverage.png", "accuracy_vs_rounds.png", "reliability.png", "risk_coverage.png"]
 
 
 def test_on_a_terminal_a_progress_bar_shows_counts_and_accuracies(tmp_path: Path, builds: Builds) -> None:

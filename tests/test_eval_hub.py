@@ -216,7 +216,7 @@ def test_an_uncached_hub_id_offline_is_one_line_naming_the_id(tmp_path):
 def test_run_eval_on_a_hub_folder_writes_scored_lines(tmp_path, caches):
     vqav2_like(8).save_to_disk(str(tmp_path / "vqa"))
     agent = IdealAgent(ScriptedChatModel(replies=[eval_fake_preset.reply] * 1000), ScriptedAnswerer("red"),
-                       max_rounds=2, attempts=1, batch_size=4)
+                       max_rounds=2, attempts=1, batch_size=4, calibration="stated")
     result = run_eval("hf", tmp_path / "vqa", "train", out=tmp_path / "r.jsonl", preset="fake", agent=agent, limit=4)
     lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     header, rows = lines[0]["header"], lines[1:]

@@ -22,7 +22,7 @@ from idealagent.endpoints import endpoint_from_env
 from idealagent.llms.openai import EndpointChatModel, chat_model_from_env, make_chat_model
 from idealagent.presets import build_openai_preset
 from idealagent.roles import Questioner
-from idealagent.testing import ScriptedChatModel
+from idealagent.testing import IDEALGPT_LOOP, ScriptedChatModel
 from tests.openai_stub import (
     EMPTY_CONTENT,
     NO_CHOICES,
@@ -270,7 +270,7 @@ def scripted_endpoint(body: dict):
 def test_a_whole_agent_run_through_the_endpoints(openai_stub):
     openai_stub.reply = scripted_endpoint
     llm = chat_model_for(openai_stub)
-    agent = IdealAgent(llm, answerer_for(openai_stub), max_rounds=2)
+    agent = IdealAgent(llm, answerer_for(openai_stub), max_rounds=2, **IDEALGPT_LOOP)
     trace = agent.run(Image.new("RGB", (8, 8), "red"), "What colour is the object?")
 
     assert trace.stop_reason == "confident" and trace.answer == "red" and trace.confidence == 0.9
@@ -296,7 +296,7 @@ def test_structured_off_sends_no_response_format_and_parses_the_text(openai_stub
         return 'Sure. {"analysis": "The assistant saw red.", "answer": "red", "confidence": 0.9}'
 
     openai_stub.reply = reply
-    agent = IdealAgent(chat_model_for(openai_stub), answerer_for(openai_stub), structured="off")
+    agent = IdealAgent(chat_model_for(openai_stub), answerer_for(openai_stub), structured="off", **IDEALGPT_LOOP)
     trace = agent.run(Image.new("RGB", (8, 8), "red"), "What colour is the object?")
     assert trace.answer == "red" and trace.stop_reason == "confident" and trace.settings["structured"] == "off"
     assert trace.sub_questions == ["What colour is the object?"]
@@ -305,7 +305,7 @@ def test_structured_off_sends_no_response_format_and_parses_the_text(openai_stub
 
 def test_failures_at_the_endpoints_are_recorded_in_the_trace(openai_stub):
     openai_stub.reply = scripted_endpoint
-    agent = IdealAgent(chat_model_for(openai_stub), answerer_for(openai_stub), attempts=2)
+    agent = IdealAgent(chat_model_for(openai_stub), answerer_for(openai_stub), attempts=2, **IDEALGPT_LOOP)
     image = Image.new("RGB", (8, 8), "red")
     fine, yes_no, llm_broken = agent.run_batch([
         Sample(image=image, question="What colour is the object?"),
@@ -407,7 +407,7 @@ def test_a_sharded_evaluation_through_the_openai_preset_merges_in_the_report(ope
     shards = [tmp_path / f"results.shard{i}.jsonl" for i in range(2)]
     for i, out in enumerate(shards):
         result = invoke("eval", "jsonl", "--data", str(data), "--preset", "openai", "--out", str(out),
-                        "--shard", f"{i}/2")
+                        "--shard", f"{i}/2", "--calibration", "stated")
         assert result.exit_code == 0, result.output
     rows = [row for out in shards for row in read_lines(out)[1]]
     assert sorted(row["id"] for row in rows) == [f"q{n:02d}" for n in range(N_ITEMS)]

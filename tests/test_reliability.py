@@ -26,7 +26,7 @@ from idealagent.errors import InfrastructureError, ModelOutputError, ServiceDown
 from idealagent.evaluation.results import read_existing
 from idealagent.evaluation.runner import run_eval
 from idealagent.roles import Questioner
-from idealagent.testing import ScriptedAnswerer, ScriptedChatModel
+from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel
 from tests.conftest import sub_questions, verdict
 from tests.openai_stub import Slow, Status, StubServer
 from tests.test_cli import invoke
@@ -84,7 +84,7 @@ def assert_stops_in_one_line(result, exit_code: int, *fragments: str) -> None:
 
 def eval_openai(data: Path, out: Path, *extra: str):
     return invoke("eval", "jsonl", "--data", str(data), "--preset", "openai", "--out", str(out),
-                  "--batch-size", "16", *extra)
+                  "--batch-size", "16", "--calibration", "stated", *extra)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -174,7 +174,7 @@ def red_pixel_answerer(times: int) -> FlakyAnswerer:
 
 def test_a_step_the_infrastructure_failed_is_tried_again_later_in_the_run():
     answerer = red_pixel_answerer(times=2)
-    agent = IdealAgent(ScriptedChatModel(replies=[replies_by_content] * 50), answerer, max_rounds=2)
+    agent = IdealAgent(ScriptedChatModel(replies=[replies_by_content] * 50), answerer, max_rounds=2, **IDEALGPT_LOOP)
     red, blue = agent.run_batch(colour_samples("red", "blue"))
     assert (red.stop_reason, red.answer) == ("confident", "red") and red.error is None
     assert (blue.stop_reason, blue.answer) == ("confident", "blue")
@@ -182,7 +182,8 @@ def test_a_step_the_infrastructure_failed_is_tried_again_later_in_the_run():
 
 
 def test_a_sample_the_infrastructure_keeps_failing_ends_without_an_answer():
-    agent = IdealAgent(ScriptedChatModel(replies=[replies_by_content] * 50), red_pixel_answerer(times=99))
+    agent = IdealAgent(ScriptedChatModel(replies=[replies_by_content] * 50), red_pixel_answerer(times=99),
+                       **IDEALGPT_LOOP)
     red, blue = agent.run_batch(colour_samples("red", "blue"))
     assert red.stop_reason == "infrastructure" and red.answer is None and "HTTP 503" in red.error
     assert blue.stop_reason == "confident"
@@ -298,7 +299,7 @@ def test_one_trace_per_sample_in_input_order_for_any_failure_pattern(plan, batch
     def agent() -> IdealAgent:
         # down_after: this test is about isolation, not about declaring the service down
         return IdealAgent(ScriptedChatModel(replies=[llm_reply] * 1000), Answerer("red"), max_rounds=2,
-                          batch_size=batch_size, attempts=2, down_after=100)
+                          batch_size=batch_size, attempts=2, down_after=100, **IDEALGPT_LOOP)
 
     traces = agent().run_batch(samples)
     assert [t.sample.id for t in traces] == [s.id for s in samples]
@@ -320,7 +321,8 @@ def test_the_runner_leaves_infrastructure_failures_to_the_rerun(tmp_path):
     data, out = write_fixture(tmp_path / "data", 6), tmp_path / "r.jsonl"
 
     def agent(answerer):
-        return IdealAgent(ScriptedChatModel(replies=[replies_by_content] * 200), answerer, max_rounds=1)
+        return IdealAgent(ScriptedChatModel(replies=[replies_by_content] * 200), answerer, max_rounds=1,
+                          **IDEALGPT_LOOP)
 
     first = run_eval("jsonl", data, out=out, agent=agent(red_pixel_answerer(times=99)), preset="scripted")
     rows = read_lines(out)[1]

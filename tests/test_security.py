@@ -84,7 +84,8 @@ def test_each_server_gets_only_its_own_key_and_no_key_reaches_a_repr_log_or_trac
         env.setenv("IDEALAGENT_VLM_BASE_URL", vlm_server.base_url)
         env.setenv("IDEALAGENT_VLM_MODEL", "vlm")
         models = build_openai_preset()
-        trace = IdealAgent(models["llm"], models["answerer"], max_rounds=1).run(
+        # The stated confidence decides, so the loop runs and the LLM's server is asked too.
+        trace = IdealAgent(models["llm"], models["answerer"], max_rounds=1, calibration="stated").run(
             example_image("cat"), "What colour is the cat?")
     assert trace.stop_reason != "error", trace.error
     assert llm_server.authorizations and set(llm_server.authorizations) == {f"Bearer {LLM_KEY}"}

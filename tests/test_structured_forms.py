@@ -150,7 +150,7 @@ def ask_through_the_cli(monkeypatch) -> tuple[dict, Counter]:
         monkeypatch.setenv("IDEALAGENT_LLM_MODEL", "stub-llm")
         for name in ("IDEALAGENT_VLM_BASE_URL", "IDEALAGENT_VLM_MODEL"):
             monkeypatch.delenv(name, raising=False)
-        result = invoke("ask", CAT, QUESTION, "--preset", "openai", "--json")
+        result = invoke("ask", CAT, QUESTION, "--preset", "openai", "--json", "--calibration", "stated")
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout), llm_forms(stub)
 

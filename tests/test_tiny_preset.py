@@ -35,7 +35,8 @@ def check_trace(trace: Trace) -> None:
         assert all(qa.question.endswith("?") and qa.answer.strip() for qa in round_.sub_qas)
     assert trace.answer and 0.0 <= trace.confidence <= 1.0
     assert trace.usage.llm_calls >= 2 and trace.usage.llm_output_tokens > 0
-    assert trace.usage.answerer_calls == len(trace.sub_questions)
+    # every sub-question, and the direct answer to the main question
+    assert trace.usage.answerer_calls == len(trace.sub_questions) + (trace.direct is not None)
     assert trace.usage.answerer_input_tokens > 0 and trace.usage.answerer_output_tokens > 0  # SmolLM2 answers
 
 
