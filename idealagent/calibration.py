@@ -150,7 +150,8 @@ def features_of(kind: CandidateKind, signals: Mapping[str, float], names: Sequen
 
     Besides the signals themselves, a verdict has ``direct_support`` (the direct answer's
     probability when the verdict agrees with it, else 0) and ``direct_against`` (the same when
-    it disagrees): the answerer's certainty speaks for or against the verdict accordingly.
+    it disagrees): the answerer's certainty speaks for or against the verdict accordingly. As
+    log-odds a 0 becomes logit(CLIP), so each also tells agreement from disagreement.
     """
     derived = dict(signals)
     if kind == "verdict" and "direct_prob" in signals and "agrees_direct" in signals:

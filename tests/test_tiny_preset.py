@@ -56,7 +56,9 @@ def test_choice_kinds_always_answer_with_a_choice(agent):
     for sample, trace in zip(samples, traces):
         check_trace(trace)
         assert trace.answer in sample.choices
-        assert trace.rounds[-1].verdict.choice_index == sample.choices.index(trace.answer)
+        # The winning candidate, the direct answer or a round's verdict, names that choice.
+        winner = trace.direct if trace.answer_source == "direct" else trace.rounds[trace.answer_round - 1].verdict
+        assert winner.choice_index == sample.choices.index(trace.answer)
 
 
 def test_cli_json_prints_only_the_trace():
