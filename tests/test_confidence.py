@@ -288,3 +288,16 @@ def test_a_direct_answer_that_fails_on_the_sample_is_recorded_and_the_loop_goes_
     assert trace.direct.answer is None and "no answer in the reply" in trace.direct.error
     assert trace.answer == "red" and trace.answer_source == "round" and trace.error is None
     assert "direct answer to the main question" not in llm.calls[-1][-1].content
+
+
+def test_a_preset_can_name_its_calibration_file(tmp_path, monkeypatch) -> None:
+    import idealagent.presets
+    from idealagent.presets import Preset, load_preset
+
+    calibration = fit({"direct": [({"answer_prob": p / 20}, float(p > 9)) for p in range(1, 20)]}, "logistic")
+    calibration.save(tmp_path / "calibration.json")
+    build = lambda: {"llm": ScriptedChatModel(), "answerer": SureAnswerer()}  # noqa: E731
+    monkeypatch.setitem(idealagent.presets.PRESETS, "calibrated",
+                        Preset("calibrated", "", build, {"calibration": str(tmp_path / "calibration.json")}))
+    assert load_preset("calibrated").settings.calibration == calibration
+    assert load_preset("calibrated", calibration="stated").settings.calibration.method == "stated"
