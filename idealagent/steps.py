@@ -71,7 +71,6 @@ class Steps:
 
     def __init__(self, agent: IdealAgent) -> None:
         self.agent = agent
-        self._seconds = 0.0  # the time of the call being applied
 
     # -- calls: model work only ---------------------------------------------------------------
 
@@ -101,12 +100,11 @@ class Steps:
     def apply(self, step: Step, jobs: list[Job], result: Any, seconds: float, health: Health) -> list[Job]:
         """Record ``result`` in the jobs' traces (with an equal share of the call's ``seconds``)
         and move each job on; returns those that completed the step."""
-        self._seconds = seconds
         for job in jobs:
             timings = job.trace.timings
             timings[PHASE[step]] = timings.get(PHASE[step], 0.0) + seconds / len(jobs)
         if step in ("caption", "direct", "answer"):
-            return self._apply_looks(step, jobs, result, health)
+            return self._apply_looks(step, jobs, result, seconds / len(jobs), health)
         self._record_form(step, jobs)
         if step == "judge":
             result, samples = result
@@ -119,12 +117,13 @@ class Steps:
         health.record([error for _, error in failures], len(jobs) - len(failures))
         return progressed
 
-    def _apply_looks(self, step: Step, jobs: list[Job], outputs: list[Any], health: Health) -> list[Job]:
+    def _apply_looks(self, step: Step, jobs: list[Job], outputs: list[Any], share: float,
+                     health: Health) -> list[Job]:
         """Captions, direct answers or sub-answers: a job with a failed input gets none. Its own
         fault (an image the processor rejects, an empty reply) stops it (the direct answer's
-        only records it: the loop can do without); the infrastructure's leaves it here."""
+        only records it: the loop can do without); the infrastructure's leaves it here.
+        ``share`` is each job's part of the call's seconds (the direct answer's latency)."""
         phase, progressed, infra, start = PHASE[step], [], [], 0
-        share = self._seconds / max(1, len(jobs))
         for job in jobs:
             count = len(job.trace.rounds[-1].sub_qas) if step == "answer" else 1
             mine, start = list(outputs[start : start + count]), start + count
