@@ -329,13 +329,7 @@ class Reasoner:
 
     def judge(self, traces: Sequence[Trace], final: Sequence[bool]) -> list[Outcome[Verdict]]:
         """A verdict for each trace; ``final[i]`` forces sample i to commit to an answer."""
-        conversations = [
-            self.prompt.render(trace.sample.kind, **_prompt_vars(trace), final=is_final)
-            for trace, is_final in zip(traces, final)
-        ]
-        schemas = [self.schema(trace) for trace in traces]
-        parsers = [self._parser(trace, is_final) for trace, is_final in zip(traces, final)]
-        return self.caller(conversations, schemas, parsers)
+        return self.caller(*self._requests(traces, final))
 
     def vote(self, traces: Sequence[Trace], final: Sequence[bool], votes: int,
              temperature: float) -> list[list[Outcome[Verdict]]]:
@@ -348,13 +342,19 @@ class Reasoner:
             self._sampler = StructuredCaller(llm.model_copy(update={"temperature": temperature}), "reasoner",
                                              attempts=1, structured=self.caller.structured,
                                              prompts_dir=self.prompts_dir)
-        repeated_traces = [trace for trace in traces for _ in range(votes)]
-        repeated_final = [is_final for is_final in final for _ in range(votes)]
-        conversations = [self.prompt.render(trace.sample.kind, **_prompt_vars(trace), final=is_final)
-                         for trace, is_final in zip(repeated_traces, repeated_final)]
-        outcomes = self._sampler(conversations, [self.schema(t) for t in repeated_traces],
-                                 [self._parser(t, f) for t, f in zip(repeated_traces, repeated_final)])
+        outcomes = self._sampler(*self._requests([t for t in traces for _ in range(votes)],
+                                                 [f for f in final for _ in range(votes)]))
         return [outcomes[i * votes : (i + 1) * votes] for i in range(len(traces))]
+
+    def _requests(self, traces: Sequence[Trace], final: Sequence[bool]) -> tuple[
+            list[list[BaseMessage]], list[dict[str, Any]], list[Callable[[dict[str, Any] | None, str], Verdict]]]:
+        """The conversations, schemas and parsers of a verdict for each trace (``judge`` and
+        ``vote`` send the same requests)."""
+        conversations = [self.prompt.render(trace.sample.kind, **_prompt_vars(trace), final=is_final)
+                         for trace, is_final in zip(traces, final)]
+        schemas = [self.schema(trace) for trace in traces]
+        parsers = [self._parser(trace, is_final) for trace, is_final in zip(traces, final)]
+        return conversations, schemas, parsers
 
     @staticmethod
     def _parser(trace: Trace, final: bool) -> Callable[[dict[str, Any] | None, str], Verdict]:
