@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -208,6 +209,26 @@ def _server_message(exc: openai.APIError) -> str:
         return str(message or body)
     return str(body or exc.message)
 
+
+
+class LogprobsSwitch:
+    """Whether requests to one server ask for token log-probabilities: as configured, until the
+    server refuses them (a 400 that names them); then never again, said once at INFO (the
+    answers' probabilities are then unknown). Thread-safe."""
+
+    def __init__(self, on: bool = True) -> None:
+        self.on = on
+        self._lock = threading.Lock()
+
+    def refused(self, exc: Exception, describe: str) -> bool:
+        """Whether ``exc`` (a 400) is the server refusing ``logprobs``; if so, turn them off."""
+        if "logprobs" not in f"{getattr(exc, 'message', exc)} {getattr(exc, 'body', '')}".lower():
+            return False
+        with self._lock:
+            first, self.on = self.on, False
+        if first:
+            log.info("%s refuses logprobs (%s); asking without them from now on", describe, one_line(exc, 160))
+        return True
 
 
 def check_endpoint(*, model: str, base_url: str, max_concurrency: int, timeout: float, attempts: int,

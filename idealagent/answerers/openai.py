@@ -39,6 +39,7 @@ from idealagent.answerers import Answer, raise_first
 from idealagent.confidence import TokenLogprob, answer_probability, logprobs_content
 from idealagent.endpoints import (
     LOCAL_API_KEY,
+    LogprobsSwitch,
     VLM_PREFIX,
     RetryPolicy,
     check_endpoint,
@@ -92,14 +93,14 @@ class OpenAIAnswerer:
         self.image_format = image_format  # png is lossless; jpeg keeps request bodies small
         self.jpeg_quality = jpeg_quality
         self.retry = RetryPolicy(attempts, retry_initial_wait, retry_max_wait)
-        self.logprobs = logprobs  # ask for token log-probabilities; off for good once refused
+        self.logprobs = LogprobsSwitch(logprobs)  # ask for token log-probabilities until refused
         self.prompt = load_prompt("vlm_answerer", prompts_dir)
         # The client's own retries are off: ours (tenacity) free the slot while backing off.
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or LOCAL_API_KEY, timeout=timeout,
                                     max_retries=0)
         self._slots = AdaptiveLimit(max_concurrency)  # halves on 429 and grows back
         self._threads: ThreadPoolExecutor | None = None  # made on first use
-        self._pool_lock = threading.Lock()  # also guards turning logprobs off
+        self._pool_lock = threading.Lock()
 
     @classmethod
     def from_env(cls, prefix: str = VLM_PREFIX, **overrides: Any) -> OpenAIAnswerer:
@@ -187,29 +188,17 @@ class OpenAIAnswerer:
     def _request(self, messages: list[dict[str, Any]], max_tokens: int) -> Completed:
         options = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
                    "temperature": self.temperature}
-        if self.logprobs:
+        if self.logprobs.on:
             options["logprobs"] = True
         try:
             # The slot is held for the request only, not while backing off between tries.
             raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options))
         except openai.BadRequestError as exc:
-            if "logprobs" not in options or not self._refuses_logprobs(exc):
+            if "logprobs" not in options or not self.logprobs.refused(exc, self._describe()):
                 raise
             del options["logprobs"]  # the same request once more, without them
             raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options))
         return reply_answer(raw.http_response, self._describe())
-
-    def _refuses_logprobs(self, exc: Exception) -> bool:
-        """Whether ``exc`` is the server refusing ``logprobs``; if so, they are not asked for
-        again (said once, at INFO: the answers' probabilities are then unknown)."""
-        if "logprobs" not in f"{getattr(exc, 'message', exc)} {getattr(exc, 'body', '')}".lower():
-            return False
-        with self._pool_lock:
-            first, self.logprobs = self.logprobs, False
-        if first:
-            log.info("%s refuses logprobs (%s); asking without them from now on", self._describe(),
-                     one_line(exc, 160))
-        return True
 
     def _describe(self) -> str:
         return f"VLM endpoint {redact_url(self.base_url)} (model {self.model})"

@@ -27,7 +27,6 @@ Token counts come back in ``AIMessage.usage_metadata`` and from there reach ``Tr
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
@@ -41,6 +40,7 @@ from pydantic import PrivateAttr
 from idealagent.endpoints import (
     LLM_PREFIX,
     LOCAL_API_KEY,
+    LogprobsSwitch,
     RetryPolicy,
     check_endpoint,
     endpoint_from_env,
@@ -59,8 +59,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 
-log = logging.getLogger(__name__)
-
 # -- the chat model ---------------------------------------------------------------------------
 
 
@@ -78,7 +76,7 @@ class EndpointChatModel(ChatOpenAI):
 
     _slots: tuple[int, AdaptiveLimit] | None = PrivateAttr(default=None)
     _slots_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _logprobs_refused: bool = PrivateAttr(default=False)  # the server said 400 to logprobs
+    _logprobs: LogprobsSwitch = PrivateAttr(default_factory=LogprobsSwitch)  # off once the server refuses
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -118,7 +116,7 @@ class EndpointChatModel(ChatOpenAI):
             try:
                 return attempt()
             except openai.BadRequestError as exc:
-                if not self._refuses_logprobs(exc):
+                if not self._logprobs.refused(exc, self._describe()):
                     raise
             return attempt()  # the same request without logprobs (_get_request_payload drops them)
 
@@ -142,23 +140,11 @@ class EndpointChatModel(ChatOpenAI):
             try:
                 return await attempt()
             except openai.BadRequestError as exc:
-                if not self._refuses_logprobs(exc):
+                if not self._logprobs.refused(exc, self._describe()):
                     raise
             return await attempt()
 
         return await self.retry_policy.acall(request, self._describe())
-
-    def _refuses_logprobs(self, exc: openai.BadRequestError) -> bool:
-        """Whether ``exc`` is the server refusing the ``logprobs`` parameter; if so, it is not
-        sent again (said once, at INFO: the answers' probabilities are then unknown)."""
-        if "logprobs" not in f"{exc.message} {exc.body}".lower():
-            return False
-        with self._slots_lock:
-            first, self._logprobs_refused = not self._logprobs_refused, True
-        if first:
-            log.info("%s refuses logprobs (%s); asking without them from now on", self._describe(),
-                     one_line(exc, 160))
-        return True
 
     def _not_json(self, exc: Exception) -> ModelOutputError | None:
         """The one-line error ``exc`` stands for if it comes from a reply that is not JSON."""
@@ -188,7 +174,7 @@ class EndpointChatModel(ChatOpenAI):
         # OpenAI-compatible server knows the older name; not every one (or version) the newer.
         if "max_completion_tokens" in payload:
             payload["max_tokens"] = payload.pop("max_completion_tokens")
-        if self._logprobs_refused:
+        if not self._logprobs.on:
             payload.pop("logprobs", None)
             payload.pop("top_logprobs", None)
         return payload
