@@ -351,6 +351,12 @@ def test_fallback_means_a_failed_role_an_error_or_a_forced_answer() -> None:
     assert not is_fallback(
         _trace("no_new_questions", rounds=[_round(1, "cat", 0.4)], answer="cat", latency=1)
     )
+    # A trace that says which candidate it kept is read by that, not by the stated confidences:
+    # here the forced round stated more, but the calibration kept the direct answer.
+    kept_direct = forced_best.model_copy(update={"answer": "cat", "answer_source": "direct"})
+    assert not is_fallback(kept_direct)
+    kept_forced = earlier_best.model_copy(update={"answer": "dog", "answer_source": "round", "answer_round": 2})
+    assert is_fallback(kept_forced)
     assert is_fallback(_trace("reasoner_failed", rounds=[Round(index=1)], answer=None, latency=1))
     assert is_fallback(_trace("error", rounds=[], answer=None, latency=0, error="image missing"))
 

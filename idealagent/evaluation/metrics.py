@@ -319,7 +319,10 @@ def is_fallback(trace: Trace) -> bool:
         return True
     if trace.stop_reason != "max_rounds":
         return False
-    best = trace.best_verdict
+    if trace.answer_source is not None:  # the trace says which candidate it kept
+        return trace.answer_source == "round" and any(r.forced and r.index == trace.answer_round
+                                                       for r in trace.rounds)
+    best = trace.best_verdict  # written before candidates: the most confident verdict was kept
     return any(r.forced and r.verdict is best for r in trace.rounds) if best is not None else False
 
 
