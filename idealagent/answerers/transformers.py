@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from idealagent.answerers import Answer, raise_first
-from idealagent.confidence import TokenLogprob, answer_probability
 from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor
+from idealagent.confidence import TokenLogprob, answer_probability
 from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
 from idealagent.llms.local import (
     SHARED_LOAD_KWARGS,

@@ -17,18 +17,18 @@ from rich.text import Text
 
 from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
 from idealagent.cli.options import (
-    Debug,
-    LlmOption,
     CalibrationFile,
+    Debug,
     DirectAnswer,
+    LlmOption,
     MaxRounds,
     MaxSubQuestions,
     PresetOption,
     Structured,
     Threshold,
-    Votes,
     Verbose,
     VlmOption,
+    Votes,
     flag,
     loop_overrides,
 )

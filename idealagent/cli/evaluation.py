@@ -19,18 +19,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
 from idealagent.cli.options import (
-    Debug,
-    LlmOption,
     CalibrationFile,
+    Debug,
     DirectAnswer,
+    LlmOption,
     MaxRounds,
     MaxSubQuestions,
     PresetOption,
     Structured,
     Threshold,
-    Votes,
     Verbose,
     VlmOption,
+    Votes,
     flag,
     loop_overrides,
     setting_option,
