@@ -313,6 +313,7 @@ class Candidate:
     confidence: float | None  # calibrated; None when the calibration gives it none
     source: Literal["direct", "round"]
     round: int | None = None
+    choice_index: int | None = None
 
 
 def best_candidate(trace: Trace) -> Candidate | None:
@@ -322,12 +323,13 @@ def best_candidate(trace: Trace) -> Candidate | None:
     direct = trace.direct
     if direct is not None and direct.answer is not None:
         found.append((direct.calibrated is not None, direct.calibrated or 0.0, 0,
-                      Candidate(direct.answer, direct.calibrated, "direct")))
+                      Candidate(direct.answer, direct.calibrated, "direct", None, direct.choice_index)))
     for round_ in trace.rounds:
         verdict = round_.verdict
         if verdict is not None and verdict.answer is not None:
             found.append((verdict.calibrated is not None, verdict.calibrated or 0.0, round_.index,
-                          Candidate(verdict.answer, verdict.calibrated, "round", round_.index)))
+                          Candidate(verdict.answer, verdict.calibrated, "round", round_.index,
+                                    verdict.choice_index)))
     return max(found, key=lambda c: c[:3])[3] if found else None
 
 
@@ -344,6 +346,7 @@ def stop(job: Job, reason: str, answer: Candidate | None = None, *, error: str |
     if answer is not None:
         trace.answer, trace.confidence = answer.answer, answer.confidence
         trace.answer_source, trace.answer_round = answer.source, answer.round
+        trace.choice_index = answer.choice_index
     trace.latency_s = time.perf_counter() - job.started
 
 

@@ -180,6 +180,7 @@ class Trace(BaseModel):
     direct: DirectAnswer | None = None  # the answerer's own answer, when the agent asks for it
     rounds: list[Round] = Field(default_factory=list)
     answer: str | None = None
+    choice_index: int | None = None  # the answer's index into Sample.choices, for choice kinds
     confidence: float | None = None  # the answer's calibrated confidence
     # Which candidate the answer is: the direct answer, or a round's verdict (answer_round).
     answer_source: Literal["direct", "round"] | None = None
