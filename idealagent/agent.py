@@ -1,14 +1,13 @@
-"""The IdealGPT loop: ask sub-questions, answer them from the image, judge, repeat if unsure.
+"""The agent: the models, the settings, and the drivers that run samples through the loop.
 
-``IdealAgent._advance`` is the whole algorithm. It keeps a pool of up to ``batch_size`` samples
-in flight. Each sample goes caption → direct answer → questioner → answerer → reasoner, and
-round after round until the best candidate answer's calibrated confidence reaches the threshold
-(calibration.py) or the rounds run out; finished samples leave and waiting ones
-join. Each sample moves to its next step as soon as its own step returns (scheduler.py sends
-each model the requests it has room for), so no model waits at a barrier for the slowest
-sample of a phase. ``pipeline=False`` keeps the first design, one batched call per phase for
-the whole pool, which gives the same traces. ``run``, ``stream`` and ``run_batch`` are thin
-views over the loop; steps.py says what each step does.
+The loop itself, what a sample does next, is machine.py; calls.py holds each step's model
+call. Here, ``_drive`` keeps a pool of up to ``batch_size`` samples in flight and decides when
+calls run. Pipelined (the default), each sample moves to its next step as soon as its own step
+returns (scheduler.py sends each model the requests it has room for), so no model waits at a
+barrier for the slowest sample of a phase. ``pipeline=False`` keeps the first design, one
+batched call per step for the whole pool, which gives the same traces with scripted models.
+``run``, ``stream``, ``iter_batch`` and ``run_batch`` are views over the drive, and report
+what happens through typed events (events.py) to the callbacks they are given.
 """
 
 from __future__ import annotations
@@ -20,13 +19,17 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+from idealagent import calls
 from idealagent.answerers import Answerer
-from idealagent.errors import IdealAgentError, InfrastructureError
+from idealagent.capabilities import capabilities_of, check_models
+from idealagent.errors import IdealAgentError, InfrastructureError, ServiceDownError, one_line
+from idealagent.events import (Callback, DirectAnswered, Event, RoundAnswered, RoundAsked, RoundJudged, SampleFinished,
+                               StepFailed, emit)
 from idealagent.images import load_image
+from idealagent.machine import Job, Machine, Step
 from idealagent.roles import Questioner, Reasoner
-from idealagent.scheduler import Lane, Pipeline, Step
+from idealagent.scheduler import Lane, Pipeline, Queue
 from idealagent.settings import AgentSettings
-from idealagent.steps import STEPS, Health, Job, Steps, stop
 from idealagent.trace import DirectAnswer, Round, Sample, TaskKind, Trace
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,8 @@ class IdealAgent:
         **overrides: Any,
     ) -> None:
         """``settings``, or keyword arguments named like its fields (``max_rounds=2``), set the
-        loop; ``AgentSettings`` documents each one, its default and its range."""
+        loop; ``AgentSettings`` documents each one, its default and its range. A setting the
+        models cannot honour (``votes`` with a reasoner that cannot sample) is refused here."""
         self.settings = (settings or AgentSettings()).replace(**overrides)
         self.answerer = answerer
         # Where the models came from (a preset's name and model ids), recorded beside the settings.
@@ -61,6 +65,8 @@ class IdealAgent:
         self.questioner = Questioner(questioner_llm or llm, max_sub_questions=self.settings.max_sub_questions,
                                      **options)
         self.reasoner = Reasoner(reasoner_llm or llm, **options)
+        check_models(self.settings, answerer=answerer, questioner=self.questioner.caller.llm,
+                     reasoner=self.reasoner.caller.llm)
 
     @property
     def record(self) -> dict[str, Any]:
@@ -85,16 +91,17 @@ class IdealAgent:
     # -- public API ---------------------------------------------------------------------------
 
     def run(self, image: Any, question: str, *, choices: Sequence[str] | None = None,
-            kind: TaskKind | None = None) -> Trace:
+            kind: TaskKind | None = None, callbacks: Sequence[Callback] = ()) -> Trace:
         """Answer one question about one image. Raises ImageError if the image can't be read,
         and InfrastructureError if a model service failed (ServiceDownError if it is down)."""
-        *_, trace = self.stream(image, question, choices=choices, kind=kind)
+        *_, trace = self.stream(image, question, choices=choices, kind=kind, callbacks=callbacks)
         return trace
 
     def stream(self, image: Any, question: str, *, choices: Sequence[str] | None = None,
-               kind: TaskKind | None = None, partial: bool = False) -> Iterator[DirectAnswer | Round | Trace]:
-        """Yield the direct answer (when the agent asks for one) and each Round as it
-        completes, then the finished Trace.
+               kind: TaskKind | None = None, partial: bool = False,
+               callbacks: Sequence[Callback] = ()) -> Iterator[DirectAnswer | Round | Trace]:
+        """Yield the direct answer (when the agent asks for one), each Round once its verdict
+        is in, then the finished Trace; each prints as one line.
 
         With ``partial=True`` the current Round is also yielded after its sub-questions are
         asked and after they are answered (the same object, filled in further each time).
@@ -102,62 +109,69 @@ class IdealAgent:
         # Built before the generator starts, so bad input raises here, not at the first next().
         sample = Sample(image=image, question=question, choices=list(choices) if choices else None, kind=kind)
         job = Job(Trace(sample=sample, settings=self.record), load_image(image))
-        return self._stream_job(job, partial)
+        return self._stream_job(job, partial, callbacks)
 
-    def _stream_job(self, job: Job, partial: bool) -> Iterator[DirectAnswer | Round | Trace]:
-        rounds = job.trace.rounds
-        for phase, jobs in self._advance(iter([job])):
-            if jobs and phase == "answered_directly" and job.trace.direct is not None:
-                yield job.trace.direct
-            elif jobs and (phase == "judged" or partial and phase in ("asked", "answered")):
-                yield rounds[-1]
-            elif jobs and phase == "finished" and rounds and rounds[-1].verdict is None:
-                yield rounds[-1]  # a round cut short by a failure still gets shown
+    def _stream_job(self, job: Job, partial: bool, callbacks: Sequence[Callback]) -> Iterator[DirectAnswer | Round | Trace]:
+        shown = (DirectAnswered, RoundJudged, *((RoundAsked, RoundAnswered) if partial else ()))
+        for event in self._drive(iter([job]), callbacks):
+            if isinstance(event, shown):
+                yield event.direct if isinstance(event, DirectAnswered) else event.round  # type: ignore[attr-defined]
         if job.trace.stop_reason == "infrastructure":  # not a result: no trace to show for it
             raise InfrastructureError(job.trace.error or "a model service kept failing")
         yield job.trace
 
-    def run_batch(self, samples: Iterable[Sample]) -> list[Trace]:
-        """Answer many samples, batching every phase; one trace per sample, in input order.
+    def run_batch(self, samples: Iterable[Sample], *, callbacks: Sequence[Callback] = ()) -> list[Trace]:
+        """Answer many samples, batching every step; one trace per sample, in input order.
 
         Raises ServiceDownError (or ModelLoadError) if a model service cannot be used at all.
         """
-        jobs = sorted(self._finished_jobs(samples), key=lambda job: job.index)
+        jobs = sorted(self._finished_jobs(samples, callbacks), key=lambda job: job.index)
         return [job.trace for job in jobs]
 
-    def iter_batch(self, samples: Iterable[Sample]) -> Iterator[Trace]:
+    def iter_batch(self, samples: Iterable[Sample], *, callbacks: Sequence[Callback] = ()) -> Iterator[Trace]:
         """Yield each trace as soon as its sample finishes (pool refill keeps batches full).
 
         A sample whose image can't be read finishes at once with ``stop_reason="error"``; one
         the infrastructure kept failing on, with ``stop_reason="infrastructure"`` and no answer.
         """
-        return (job.trace for job in self._finished_jobs(samples))
+        return (job.trace for job in self._finished_jobs(samples, callbacks))
 
-    def _finished_jobs(self, samples: Iterable[Sample]) -> Iterator[Job]:
-        jobs = (self._start(sample, index) for index, sample in enumerate(samples))
-        for phase, finished in self._advance(jobs):
-            if phase == "finished":
-                yield from finished
+    def _finished_jobs(self, samples: Iterable[Sample], callbacks: Sequence[Callback]) -> Iterator[Job]:
+        started: dict[int, Job] = {}  # id(trace) -> its job
 
-    # -- the loop -----------------------------------------------------------------------------
+        def start(index: int, sample: Sample) -> Job:
+            job = self._start(sample, index)
+            started[id(job.trace)] = job
+            return job
 
-    def _advance(self, waiting: Iterator[Job]) -> Iterator[tuple[str, list[Job]]]:
-        """The IdealGPT loop over a pool of samples; yields (event, jobs) after every step.
+        waiting = (start(index, sample) for index, sample in enumerate(samples))
+        for event in self._drive(waiting, callbacks):
+            if isinstance(event, SampleFinished):
+                yield started.pop(id(event.trace))
 
-        A sample whose step failed on the infrastructure is still at that step, and is sent
-        again; a sample that stopped leaves the pool and a waiting one takes its place.
-        """
-        if not self.settings.pipeline:
-            yield from self._advance_in_lock_step(waiting)
-            return
-        active: list[Job] = []
-        health = Health(self.settings.down_after)
-        steps = Steps(self)
+    # -- the drivers: when calls run ----------------------------------------------------------
+
+    def _drive(self, waiting: Iterator[Job], callbacks: Sequence[Callback]) -> Iterator[Event]:
+        """Run the pool through the machine; yield every event (after the callbacks saw it)."""
+        machine = Machine(self.settings)
         lanes, lane_of = self._lanes()
-        table = {name: Step(lane, lambda jobs, name=name: steps.call(name, jobs)) for name, lane in lane_of.items()}
-        with Pipeline(lanes, table) as pipeline:
+        health = {lane.name: Health(self.settings.down_after) for lane in lanes}
+        active: list[Job] = []
+
+        def apply(step: Step, jobs: list[Job], results: list[Any], seconds: float) -> list[Event]:
+            events = emit(machine.apply(step, jobs, results, seconds), callbacks)
+            failed = [e for e in events if isinstance(e, StepFailed)]
+            health[lane_of[step]].record(failed, len(jobs) - len(failed))
+            return events
+
+        drive = self._pipelined if self.settings.pipeline else self._in_lock_step
+        yield from drive(active, waiting, apply, lanes, lane_of, callbacks)
+
+    def _pipelined(self, active, waiting, apply, lanes, lane_of, callbacks) -> Iterator[Event]:
+        queues = {step: Queue(lane_of[step], lambda jobs, step=step: calls.run(self, step, jobs)) for step in Step}
+        with Pipeline(lanes, queues, on_abandon=self._abandon) as pipeline:
             while True:
-                yield "finished", self._fill(active, waiting)  # unreadable images finish at once
+                yield from self._fill(active, waiting, callbacks)
                 if not active:
                     return
                 for job in active:
@@ -167,63 +181,84 @@ class IdealAgent:
                 done = pipeline.next()  # the next call to return, of whichever step and model
                 for job in done.jobs:
                     job.queued = False
-                yield EVENT[done.step], steps.apply(done.step, done.jobs, done.result, done.seconds, health)
-                yield "finished", [job for job in active if job.trace.done]
+                yield from apply(done.step, done.jobs, done.result, done.seconds)
                 active[:] = [job for job in active if not job.trace.done]
 
-    def _advance_in_lock_step(self, waiting: Iterator[Job]) -> Iterator[tuple[str, list[Job]]]:
+    def _in_lock_step(self, active, waiting, apply, lanes, lane_of, callbacks) -> Iterator[Event]:
         """The first design: each pass makes one call per step for every sample at that step."""
-        active: list[Job] = []
-        health = Health(self.settings.down_after)
-        steps = Steps(self)
         while True:
-            yield "finished", self._fill(active, waiting)
+            yield from self._fill(active, waiting, callbacks)
             if not active:
                 return
-            for step in STEPS:
-                jobs = [job for job in active if job.step == step and not job.trace.done]
+            for step in Step:
+                jobs = [job for job in active if job.step is step and not job.trace.done]
                 if jobs:
                     started = time.perf_counter()
-                    result = steps.call(step, jobs)
-                    yield EVENT[step], steps.apply(step, jobs, result, time.perf_counter() - started, health)
-            yield "finished", [job for job in active if job.trace.done]
+                    results = calls.run(self, step, jobs)
+                    yield from apply(step, jobs, results, time.perf_counter() - started)
             active[:] = [job for job in active if not job.trace.done]
 
-    def _fill(self, active: list[Job], waiting: Iterator[Job]) -> list[Job]:
-        """Top the pool up to ``batch_size`` from ``waiting``; returns those that finished on
-        arrival (unreadable images), which take no place in the pool."""
-        finished: list[Job] = []
+    def _fill(self, active: list[Job], waiting: Iterator[Job], callbacks: Sequence[Callback]) -> list[Event]:
+        """Top the pool up to ``batch_size`` from ``waiting``; samples that finished on arrival
+        (unreadable images) take no place in it, and are reported finished."""
+        events: list[Event] = []
         while len(active) < self.batch_size and (job := next(waiting, None)) is not None:
-            (finished if job.trace.done else active).append(job)
-        return finished
+            if job.trace.done:
+                events += emit([SampleFinished(job.trace)], callbacks)
+            else:
+                active.append(job)
+        return events
 
     def _start(self, sample: Sample, index: int) -> Job:
         job = Job(Trace(sample=sample, settings=self.record), index=index)
         try:
             job.image = load_image(sample.image)
         except IdealAgentError as exc:
-            stop(job, "error", error=str(exc))
+            job.trace.stop_reason, job.trace.error = "error", str(exc)
         return job
+
+    def _abandon(self) -> None:
+        """Ctrl-C or an error left calls in flight: let the models drop them (see abandon)."""
+        for model in {id(m): m for m in (self.answerer, self.questioner.caller.llm, self.reasoner.caller.llm)}.values():
+            abandon = getattr(model, "abandon", None)
+            if callable(abandon):
+                abandon()
 
     # -- which model each step uses ------------------------------------------------------------
 
-    def _lanes(self) -> tuple[list[Lane], dict[str, str]]:
+    def _lanes(self) -> tuple[list[Lane], dict[Step, str]]:
         """One lane per model object (a model serving two steps has one), and each step's lane.
 
-        A model that says how many requests it may have in flight (an endpoint's
-        ``max_concurrency``) is a server lane; any other is a local model on the shared device.
-        A server lane sends every ready call at once (up to the pool): the model's own limit
-        holds the requests in flight to its ``max_concurrency``, request by request. Capping
-        calls instead would leave slots idle while a call waits for the last of its requests.
+        A model that declares a concurrency (an endpoint's ``max_concurrency``) is a server
+        lane; any other is a local model on the shared device. A server lane sends every ready
+        call at once (up to the pool): the model's own limit holds the requests in flight to its
+        ``max_concurrency``, request by request. Capping calls instead would leave slots idle
+        while a call waits for the last of its requests.
         """
-        models = {"caption": self.answerer, "direct": self.answerer, "ask": self.questioner.caller.llm,
-                  "answer": self.answerer, "judge": self.reasoner.caller.llm}
         lanes: dict[str, Lane] = {}
-        for model in models.values():
-            name = f"model-{id(model)}"
-            concurrency = getattr(model, "max_concurrency", None)
-            if isinstance(concurrency, int) and concurrency >= 1:
+        lane_of: dict[Step, str] = {}
+        for step, spec in calls.SPECS.items():
+            model = spec.model(self)
+            name = lane_of[step] = f"model-{id(model)}"
+            concurrency = capabilities_of(model).concurrency
+            if concurrency is not None:
                 lanes[name] = Lane(name, concurrency=max(concurrency, self.batch_size), max_batch=1)
             else:
                 lanes[name] = Lane(name, max_batch=self.batch_size, local=True)
-        return list(lanes.values()), {step: f"model-{id(model)}" for step, model in models.items()}
+        return list(lanes.values()), lane_of
+
+
+class Health:
+    """Watches one model for a service that is down although each request looks transient:
+    many distinct requests failing in a row, with no success in between, stop the run."""
+
+    def __init__(self, down_after: int) -> None:
+        self.down_after = down_after
+        self.streak = 0
+
+    def record(self, failures: list[StepFailed], successes: int) -> None:
+        """Count one call's infrastructure failures; raise ServiceDownError past the limit."""
+        self.streak = 0 if successes else self.streak + len(failures)
+        if failures and self.streak >= self.down_after:
+            raise ServiceDownError(f"{self.streak} requests in a row failed, the last with "
+                                   f"{one_line(failures[-1].error, 200)}; the service seems down")

@@ -13,6 +13,13 @@ right. There is one map per kind of candidate, the answerer's ``direct`` answer 
 - ``isotonic``: isotonic regression of rightness on the ``default`` score: monotone, no shape
   assumed, needs more samples.
 
+Every candidate gets a number: where none of the signals a method reads could be measured (an
+answerer that gives no probabilities, under ``default``), it is the calibration's prior for
+that kind of candidate: a fitted file's base rate (the share of its training candidates that
+were right), and ``NO_DATA_PRIOR`` (even odds) for the built-in methods, which have seen no
+data. A prior is not evidence: it never stops the loop early, and a candidate with a measured
+confidence is preferred to one with only the prior.
+
 The loop compares the calibrated value with the threshold, so ``--threshold 0.8`` means "stop
 when answers like this are right 80% of the time" (on data like the calibration run's).
 """
@@ -40,6 +47,7 @@ PROBABILITIES = frozenset({"stated", "answer_prob", "direct_prob", "direct_suppo
 CLIP = 0.01
 RIDGE = 1.0  # L2 penalty on the logistic weights: a few hundred samples, several signals
 MIN_PRESENT = 0.5  # a signal missing from more of the training candidates than this is not used
+NO_DATA_PRIOR = 0.5  # the prior of a built-in method (or a kind a file has no fit for): even odds
 Example = tuple[Mapping[str, float], float]  # (a candidate's signals, its score 0..1)
 
 
@@ -66,9 +74,22 @@ class Calibration(BaseModel):
     fits: dict[CandidateKind, Fit] = Field(default_factory=dict)
     fitted_on: dict[str, Any] = Field(default_factory=dict)  # what the fit saw: files, counts
 
-    def confidence(self, kind: CandidateKind, signals: Mapping[str, float]) -> float | None:
-        """The probability a candidate of ``kind`` with ``signals`` is right; None when this
-        calibration gives candidates like it no confidence (they never win)."""
+    def confidence(self, kind: CandidateKind, signals: Mapping[str, float]) -> float:
+        """The probability a candidate of ``kind`` with ``signals`` is right: the prior for
+        ``kind`` where no signal this calibration reads was measured (see ``measures``)."""
+        value = self._measured(kind, signals)
+        return self.prior(kind) if value is None else value
+
+    def measures(self, kind: CandidateKind, signals: Mapping[str, float]) -> bool:
+        """Whether ``confidence`` comes from the signals rather than the prior."""
+        return self._measured(kind, signals) is not None
+
+    def prior(self, kind: CandidateKind) -> float:
+        """The confidence of a candidate of ``kind`` with no measured signal: the base rate."""
+        fit = self.fits.get(kind) if self.method in FITTED else None
+        return fit.mean_score if fit is not None else NO_DATA_PRIOR
+
+    def _measured(self, kind: CandidateKind, signals: Mapping[str, float]) -> float | None:
         if self.method == "stated":
             return signals.get("stated") if kind == "verdict" else None
         if self.method == "default":
@@ -78,7 +99,9 @@ class Calibration(BaseModel):
             return None
         if self.method == "isotonic":
             score = default_score(kind, signals)
-            return None if score is None else _interpolate(fit.knots, score)
+            return None if score is None or not fit.knots else _interpolate(fit.knots, score)
+        if not any(value is not None for value in features_of(kind, signals, fit.features)) and fit.features:
+            return None
         x = [value if value is not None else fill
              for value, fill in zip(features_of(kind, signals, fit.features), fit.fill)]
         return _sigmoid(fit.bias + sum(w * v for w, v in zip(fit.weights, x)))

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from idealagent.errors import one_line
-from idealagent.trace import DirectAnswer, Round, Trace
+from idealagent.trace import DirectAnswer, Failure, Round, Trace
 
 if TYPE_CHECKING:
     from idealagent.agent import IdealAgent
@@ -34,6 +34,7 @@ STOP_REASONS = {
     "no_new_questions": "the questioner had nothing new to ask",
     "questioner_failed": "the questioner's replies stayed unusable after every retry",
     "reasoner_failed": "the reasoner's replies stayed unusable after every retry",
+    "answerer_failed": "the answerer failed on every sub-question of the round",
     "error": "the run failed",
 }
 
@@ -65,20 +66,21 @@ def round_panel(round_: Round, threshold: float) -> Panel:
     rows.add_column()
     for qa in round_.sub_qas:
         rows.add_row("Q", Text(qa.question))
-        rows.add_row("A", Text(qa.answer) if qa.answer else Text("…", style="dim"))
+        if qa.error:
+            rows.add_row("A", Text(f"failed: {qa.error}", style="red"))
+        else:
+            rows.add_row("A", Text(qa.answer) if qa.answer else Text("…", style="dim"))
     verdict = round_.verdict
     if verdict is not None:
         rows.add_row("", "")
         rows.add_row("analysis", Text(verdict.analysis or "—", style="italic"))
         answer = Text(verdict.answer, style="bold") if verdict.answer else Text("undecided", style="dim")
         rows.add_row("answer", answer)
-        # Traces written before calibration acted on the stated confidence.
-        acted_on = verdict.calibrated if verdict.calibrated is not None or verdict.signals else verdict.confidence
-        rows.add_row("confidence", confidence_bar(acted_on, threshold))
+        rows.add_row("confidence", confidence_bar(verdict.acted_on, threshold))
         if verdict.answer and verdict.signals:
             rows.add_row("signals", signals_text(verdict.signals))
     if round_.failures:
-        rows.add_row("retries", failure_summary(round_))
+        rows.add_row("retries", failure_summary(round_.failures))
     return Panel(rows, title=title, title_align="left", border_style="green" if verdict else "blue")
 
 
@@ -105,11 +107,11 @@ def signals_text(signals: dict[str, float]) -> Text:
     return Text(" · ".join(f"{name} {value:.2f}" for name, value in signals.items()), style="dim")
 
 
-def failure_summary(round_: Round) -> Text:
-    """The round's unusable replies in one line: how many per role, and the last reason."""
-    counts = Counter(failure.role for failure in round_.failures)
+def failure_summary(failures: Sequence[Failure]) -> Text:
+    """Unusable replies in one line: how many per role, and the last reason."""
+    counts = Counter(failure.role for failure in failures)
     per_role = ", ".join(f"{role} ×{count}" for role, count in counts.items())
-    last = one_line(round_.failures[-1].error, limit=sys.maxsize)
+    last = one_line(failures[-1].error, limit=sys.maxsize)
     return Text.assemble((per_role, "yellow"), (f" — last: {_shorten(last, 100)}", "dim"))
 
 
@@ -125,7 +127,9 @@ def result_panel(trace: Trace, threshold: float) -> Panel:
     rows.add_row("answer", answer)
     rows.add_row("confidence", confidence_bar(trace.confidence, threshold))
     rows.add_row("stopped", Text(stop_reason_text(trace)))
-    rows.add_row("rounds", f"{len(trace.rounds)} ({plural(len(trace.sub_questions), 'sub-question')})")
+    rows.add_row("rounds", f"{trace.judged_rounds} ({plural(len(trace.sub_questions), 'sub-question')})")
+    if trace.failures:
+        rows.add_row("unusable", failure_summary(trace.failures))
     usage = trace.usage
     rows.add_row(
         "LLM",
@@ -207,7 +211,6 @@ class LiveRun:
     def _consume(self, updates: Iterable[DirectAnswer | Round | Trace], live: Live | None) -> Trace:
         for update in updates:
             if isinstance(update, Trace):
-                self._finish(update.rounds)  # a round cut short (e.g. the questioner failed)
                 return update
             if isinstance(update, DirectAnswer):
                 self.console.print(direct_panel(update, self.threshold))

@@ -29,9 +29,10 @@ def direct_question(kind: str, question: str, choices: Sequence[str] | None) -> 
 
 
 def read_direct_reply(kind: str, choices: Sequence[str] | None, reply: str) -> tuple[str | None, int | None]:
-    """(answer, choice index) from the answerer's reply; an option it doesn't name is None."""
+    """(answer, choice index) from the answerer's reply. For choice kinds a reply that names no
+    option ("Probably a fox" for dog or cat) is no answer: never a candidate outside the options."""
     if kind == "open":
         return short_answer(reply) or reply.strip() or None, None
     options = list(choices or [])
     index = match_choice(reply, options)
-    return (options[index] if index is not None else reply.strip() or None), index
+    return (options[index], index) if index is not None else (None, None)

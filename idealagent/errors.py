@@ -46,6 +46,8 @@ class ModelLoadError(IdealAgentError):
 class ModelOutputError(IdealAgentError):
     """An LLM reply could not be parsed into the record its role expects."""
 
+    retryable = True  # whether asking again, with the error fed back, may give a usable reply
+
     def __init__(self, message: str, raw: str = "") -> None:
         super().__init__(message)
         self.raw = raw

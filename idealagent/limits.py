@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from idealagent.errors import InfrastructureError
+
 T = TypeVar("T")
 
 
@@ -25,6 +27,15 @@ class AdaptiveLimit:
         self.cooldown_s = cooldown_s  # one halving per burst of 429s, not one per request in it
         self._last_cut = float("-inf")
         self._room = threading.Condition()
+        self.generation = 0  # bumped by abandon(): slots taken before it no longer count
+
+    def abandon(self) -> None:
+        """Every request in flight was abandoned (Ctrl-C): its slot is free now, and a request
+        begun before this (``run(..., since=)``) is not sent again."""
+        with self._room:
+            self.generation += 1
+            self.in_flight = 0
+            self._room.notify_all()
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -33,12 +44,14 @@ class AdaptiveLimit:
             while self.in_flight >= int(self.limit):
                 self._room.wait()
             self.in_flight += 1
+            generation = self.generation
         try:
             yield
         finally:
             with self._room:
-                self.in_flight -= 1
-                self._room.notify()  # one place freed: one waiter
+                if generation == self.generation:  # else abandon() has freed it already
+                    self.in_flight -= 1
+                    self._room.notify()  # one place freed: one waiter
 
     def overloaded(self) -> None:
         """The server refused a request as too many (429): halve the limit, once per cooldown."""
@@ -55,9 +68,12 @@ class AdaptiveLimit:
                 self.limit = min(float(self.maximum), self.limit + 1 / self.limit)
                 self._room.notify_all()
 
-    def run(self, request: Callable[[], T]) -> T:
+    def run(self, request: Callable[[], T], since: int | None = None) -> T:
         """Run one request in a slot, learning from how it went: a 429 halves the limit (and
-        is raised for the retry policy to wait and try again), a success grows it."""
+        is raised for the retry policy to wait and try again), a success grows it. A request
+        whose first try was made in generation ``since`` is not tried again once abandoned."""
+        if since is not None and since != self.generation:
+            raise InfrastructureError("the request was abandoned (interrupted)")
         with self.slot():
             try:
                 result = request()

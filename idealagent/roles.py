@@ -40,7 +40,10 @@ OPEN_ANSWER_PATTERN = r"^[A-Za-z0-9\u00C0-\u024F][A-Za-z0-9\u00C0-\u024F .,'&/%+
 
 
 class RepeatedQuestionsError(ModelOutputError):
-    """Every sub-question the questioner gave had been asked before."""
+    """Every sub-question the questioner gave had been asked before. Not retried: its prompt
+    already listed them, and a small model asked again mostly repeats itself again."""
+
+    retryable = False
 
 
 @dataclass
@@ -142,9 +145,10 @@ class StructuredCaller:
                     outcome.failures.append(
                         Failure(role=self.role, attempt=number, error=str(exc), raw=raw[:2000])
                     )
-                    if message is not None:
-                        conversations[i] += [AIMessage(raw), *self.repair.render(error=str(exc))]
-                    still.append(i)
+                    if exc.retryable:
+                        if message is not None:
+                            conversations[i] += [AIMessage(raw), *self.repair.render(error=str(exc))]
+                        still.append(i)
         return still
 
     @property

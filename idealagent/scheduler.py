@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from idealagent.threads import DaemonPool
 
 J = TypeVar("J")
 
@@ -41,8 +43,9 @@ class Lane:
 
 
 @dataclass
-class Step(Generic[J]):
-    """A step of the loop: the lane it uses and the call that does it for a batch of jobs."""
+class Queue(Generic[J]):
+    """The requests waiting for one step of the loop: the lane that serves them and the call
+    that does the step for a batch of jobs."""
 
     lane: str
     call: Callable[[list[J]], Any]
@@ -53,7 +56,7 @@ class Step(Generic[J]):
 class Done(Generic[J]):
     """A finished call: which step, for which jobs, its result and its wall time."""
 
-    step: str
+    step: Any
     jobs: list[J]
     result: Any
     seconds: float
@@ -62,15 +65,19 @@ class Done(Generic[J]):
 class Pipeline(Generic[J]):
     """Runs step calls for jobs as their lanes allow; ``next()`` hands back one finished call."""
 
-    def __init__(self, lanes: Sequence[Lane], steps: dict[str, Step[J]]) -> None:
+    def __init__(self, lanes: Sequence[Lane], steps: dict[Hashable, Queue[J]], *,
+                 on_abandon: Callable[[], None] | None = None) -> None:
         self.lanes = {lane.name: lane for lane in lanes}
         self.steps = steps  # in loop order
         workers = sum(lane.concurrency for lane in lanes if not lane.local)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="idealagent") if workers else None
+        # Daemon threads: Ctrl-C must not wait at exit for a slow server's reply to a call
+        # nobody will read.
+        self._pool = DaemonPool(workers, "idealagent") if workers else None
+        self._on_abandon = on_abandon  # told when calls are left in flight (Ctrl-C, an error)
         self._futures: dict[Future[Done[J]], int] = {}  # each call's number, to hand back in order
         self._calls = 0
 
-    def put(self, step: str, job: J) -> None:
+    def put(self, step: Hashable, job: J) -> None:
         """Queue ``job`` for ``step``."""
         self.steps[step].queue.append(job)
 
@@ -94,9 +101,13 @@ class Pipeline(Generic[J]):
         return done
 
     def close(self) -> None:
-        """Drop what has not started; calls already running finish on their own."""
+        """Drop what has not started; calls still running are abandoned (their models are
+        told, so they can stop retrying and free their slots) and end on their own."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
+        if any(not f.done() for f in self._futures) and self._on_abandon is not None:
+            self._on_abandon()
+        self._futures.clear()
 
     def __enter__(self) -> Pipeline[J]:
         return self
@@ -117,25 +128,25 @@ class Pipeline(Generic[J]):
                 self._futures[self._pool.submit(self._call, *taken)] = self._calls
                 self._calls += 1
 
-    def _take_local(self) -> tuple[str, list[J]] | None:
+    def _take_local(self) -> tuple[Hashable, list[J]] | None:
         """For the shared device (we are on its thread, so it is free): the earliest step with
         ready requests on any local lane, all of them. Samples that lag behind catch up, so the
         steps merge into the largest batches: for one local model, the lock-step schedule."""
         step = next((name for name, step in self.steps.items() if step.queue and self.lanes[step.lane].local), None)
         return None if step is None else self._pop(step)
 
-    def _take(self, lane: Lane) -> tuple[str, list[J]] | None:
+    def _take(self, lane: Lane) -> tuple[Hashable, list[J]] | None:
         """For a server lane: the latest step first, so samples near the end finish and make room."""
         step = next((name for name, step in reversed(self.steps.items()) if step.queue and step.lane == lane.name),
                     None)
         return None if step is None else self._pop(step)
 
-    def _pop(self, step: str) -> tuple[str, list[J]]:
+    def _pop(self, step: Hashable) -> tuple[Hashable, list[J]]:
         queue = self.steps[step].queue
         count = min(self.lanes[self.steps[step].lane].max_batch, len(queue))
         return step, [queue.popleft() for _ in range(count)]
 
-    def _call(self, step: str, jobs: list[J]) -> Done[J]:
+    def _call(self, step: Hashable, jobs: list[J]) -> Done[J]:
         started = time.perf_counter()
         result = self.steps[step].call(jobs)
         return Done(step, jobs, result, time.perf_counter() - started)

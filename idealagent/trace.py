@@ -17,12 +17,14 @@ TaskKind = Literal["open", "multiple_choice", "yes_no", "entailment"]
 TASK_KINDS: tuple[str, ...] = ("open", "multiple_choice", "yes_no", "entailment")
 YES_NO = ("yes", "no")
 ENTAILMENT_LABELS = ("entailment", "neutral", "contradiction")
+MAX_CHOICES = 26  # the options are lettered A to Z
 
 StopReason = Literal[
-    "confident",  # the reasoner's confidence reached the threshold
-    "max_rounds",  # the last round forced an answer
+    "confident",  # the best candidate's calibrated confidence reached the threshold
+    "max_rounds",  # the last allowed round was judged (the reasoner had to commit)
     "no_new_questions",  # the questioner could only repeat earlier sub-questions
     "questioner_failed",  # the questioner's replies stayed unusable after every retry
+    "answerer_failed",  # the answerer failed on every sub-question of a round
     "reasoner_failed",  # the reasoner's replies stayed unusable after every retry
     "error",  # the sample could not run (e.g. unreadable image); see Trace.error
     # A model service failed on it every time it was tried (retries exhausted, out of memory):
@@ -77,6 +79,9 @@ class Sample(BaseModel):
                 raise InputError(f"a {self.kind} question needs at least 2 non-empty choices")
             if len({c.lower() for c in choices}) != len(choices):
                 raise InputError("the choices repeat each other")
+            if self.kind == "multiple_choice" and len(choices) > MAX_CHOICES:
+                raise InputError(f"a multiple-choice question takes at most {MAX_CHOICES} choices (A to Z), "
+                                 f"got {len(choices)}")
         return self
 
     @field_serializer("image")
@@ -92,6 +97,7 @@ class SubQA(BaseModel):
 
     question: str
     answer: str = ""
+    error: str | None = None  # the answerer failed on it: no answer, and no evidence
 
 
 class Verdict(BaseModel):
@@ -107,6 +113,12 @@ class Verdict(BaseModel):
     signals: dict[str, float] = Field(default_factory=dict)
     calibrated: float | None = None  # the signals through the calibration: what the loop acts on
     votes: list[str] = Field(default_factory=list)  # answers of the sampled reasoner replies (--votes)
+
+    @property
+    def acted_on(self) -> float | None:
+        """The confidence the loop acted on: the calibrated one (traces written before
+        calibration existed acted on the stated one)."""
+        return self.calibrated if self.calibrated is not None or self.signals else self.confidence
 
 
 class DirectAnswer(BaseModel):
@@ -126,6 +138,14 @@ class DirectAnswer(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     latency_s: float = 0.0
+
+    def __str__(self) -> str:
+        """One line for ``print``: ``Direct answer 'cat' at 0.62 (reply: 'A cat.')``."""
+        if self.error:
+            return f"Direct answer: none ({self.error})"
+        if self.answer is None:
+            return f"Direct answer: none of the options (reply: {self.reply!r})"
+        return f"Direct answer {self.answer!r} at {_confidence(self.calibrated)} (reply: {_short(self.reply)!r})"
 
 
 class Failure(BaseModel):
@@ -151,9 +171,11 @@ class Round(BaseModel):
         count = len(self.sub_qas)
         head = f"Round {self.index}{' (final)' if self.forced else ''}: {count} sub-question{'' if count == 1 else 's'}"
         if self.verdict is None:
-            return f"{head}; not judged yet"
-        answer = repr(self.verdict.answer) if self.verdict.answer else "undecided"
-        return f"{head}; verdict {answer} at {self.verdict.confidence:.2f}"
+            answered = sum(1 for qa in self.sub_qas if qa.answer)
+            return f"{head}, {answered} answered; not judged yet"
+        if not self.verdict.answer:
+            return f"{head}; undecided"
+        return f"{head}; verdict {self.verdict.answer!r} at {_confidence(self.verdict.acted_on)}"
 
 
 class Usage(BaseModel):
@@ -167,7 +189,7 @@ class Usage(BaseModel):
     llm_calls: int = 0
     llm_input_tokens: int = 0
     llm_output_tokens: int = 0
-    answerer_calls: int = 0  # sub-questions answered (captions not included)
+    answerer_calls: int = 0  # questions the answerer answered: the direct answer and sub-questions (not captions)
     answerer_input_tokens: int = 0  # prompt and image tokens
     answerer_output_tokens: int = 0
 
@@ -179,6 +201,8 @@ class Trace(BaseModel):
     caption: str | None = None
     direct: DirectAnswer | None = None  # the answerer's own answer, when the agent asks for it
     rounds: list[Round] = Field(default_factory=list)
+    # Unusable replies that opened no round (the questioner's last tries), kept to explain a stop.
+    failures: list[Failure] = Field(default_factory=list)
     answer: str | None = None
     choice_index: int | None = None  # the answer's index into Sample.choices, for choice kinds
     confidence: float | None = None  # the answer's calibrated confidence
@@ -196,12 +220,22 @@ class Trace(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
 
     def __str__(self) -> str:
-        """One line for ``print``: the question, the answer, its confidence, and why it stopped."""
-        rounds = len(self.rounds)
+        """One line for ``print``: the question, the answer, its confidence, where it came from
+        and why the loop stopped."""
+        rounds = self.judged_rounds
         head = f"{self.sample.question!r} → "
-        head += f"{self.answer!r} at {self.confidence:.2f}" if self.answer is not None else "no answer"
+        head += f"{self.answer!r} at {_confidence(self.confidence)}" if self.answer is not None else "no answer"
+        if self.answer_source == "direct":
+            head += " (the direct answer)"
+        elif self.answer_round is not None:
+            head += f" (from round {self.answer_round})"
         head += f" after {rounds} round{'' if rounds == 1 else 's'}"
-        return head + (f" ({self.stop_reason})" if self.stop_reason else " (running)")
+        return head + (f"; {self.stop_reason}" if self.stop_reason else "; running")
+
+    @property
+    def judged_rounds(self) -> int:
+        """Rounds that produced a verdict: the rounds the loop counts."""
+        return sum(1 for r in self.rounds if r.verdict is not None)
 
     @property
     def done(self) -> bool:
@@ -232,3 +266,12 @@ class Trace(BaseModel):
     def from_json(cls, text: str) -> Trace:
         """Parse a JSON string written by ``to_json``."""
         return cls.model_validate_json(text)
+
+
+def _confidence(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

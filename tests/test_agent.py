@@ -107,12 +107,17 @@ def test_sub_questions_are_deduplicated(red_image):
 
 
 def test_only_repeats_ends_with_the_last_answer(red_image):
+    """A questioner that repeats itself is not asked again (its prompt already listed what was
+    asked), and the round it did not open is neither kept nor counted."""
     repeat = sub_questions("What colour is it?")
-    agent, _, _ = make_agent([repeat, verdict("red", 0.4), repeat, repeat, repeat], max_rounds=3, attempts=3)
+    agent, llm, _ = make_agent([repeat, verdict("red", 0.4), repeat, repeat, repeat], max_rounds=3, attempts=3)
     trace = agent.run(red_image, "What colour is the image?")
     assert trace.stop_reason == "no_new_questions"
     assert trace.answer == "red" and trace.confidence == 0.4
-    assert len(trace.rounds[-1].failures) == 3 and trace.rounds[-1].sub_qas == []
+    assert len(llm.calls) == 3  # round 1's question and verdict, then one try at round 2
+    assert len(trace.rounds) == 1 and trace.judged_rounds == 1
+    assert [f.role for f in trace.failures] == ["questioner"] and "already asked" in trace.failures[0].error
+    assert str(trace).endswith("after 1 round; no_new_questions")
 
 
 @pytest.mark.parametrize(
@@ -156,7 +161,7 @@ def test_garbage_is_retried_then_the_questioner_fails(red_image):
     agent, llm, answerer = make_agent(["lorem ipsum", "{}", "%%%"], attempts=3)
     trace = agent.run(red_image, "What colour is the image?")
     assert trace.stop_reason == "questioner_failed" and trace.answer is None
-    assert [f.attempt for f in trace.rounds[0].failures] == [1, 2, 3]
+    assert [f.attempt for f in trace.failures] == [1, 2, 3] and trace.rounds == []  # no round was opened
     assert answerer.requests == [] and llm.batches == [1, 1, 1]
 
 
@@ -248,7 +253,11 @@ def test_an_answerer_crash_fails_only_the_sample_at_fault():
     samples = [Sample(image=Image.new("RGB", (8, 8), c), question=f"Is the image {c}?") for c in ("red", "blue")]
     red, blue = agent.run_batch(samples)
     assert red.answer == "red" and red.stop_reason == "confident"
-    assert blue.stop_reason == "error" and "processor rejected the image" in blue.error
+    # Only the sub-answer at fault fails: it is recorded and left out, and the round is judged
+    # on the other one.
+    first, second = blue.rounds[0].sub_qas
+    assert "processor rejected the image" in first.error and first.answer == "" and second.answer == "yes"
+    assert blue.stop_reason == "max_rounds" and blue.answer == "blue" and blue.error is None
 
 
 def test_an_unreachable_answerer_stops_the_run_at_once_not_sample_by_sample():

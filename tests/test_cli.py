@@ -155,7 +155,7 @@ def test_a_failing_answerer_is_logged_in_one_line_and_exits_1(script: Script) ->
     assert warning.startswith("warning: answerer failed") and "fell over" in warning
     assert error.startswith("error: no answer") and "fell over" in error
     trace = Trace.from_json(result.stdout)
-    assert trace.stop_reason == "error" and "fell over" in trace.error
+    assert trace.stop_reason == "answerer_failed" and "fell over" in trace.error
 
 
 @pytest.mark.parametrize(

@@ -186,12 +186,15 @@ def test_round_and_trace_print_as_one_readable_line() -> None:
     assert str(judged) == "Round 1: 2 sub-questions; verdict 'cat' at 0.90"
     forced = Round(index=2, sub_qas=[SubQA(question="Fur?")], forced=True,
                    verdict=Verdict(analysis="?", answer=None, confidence=0.2))
-    assert str(forced) == "Round 2 (final): 1 sub-question; verdict undecided at 0.20"
-    assert str(Round(index=3)) == "Round 3: 0 sub-questions; not judged yet"
+    assert str(forced) == "Round 2 (final): 1 sub-question; undecided"  # no candidate: no confidence to show
+    assert str(Round(index=3)) == "Round 3: 0 sub-questions, 0 answered; not judged yet"
     trace = Trace(sample=Sample(question="What animal?"), rounds=[judged], answer="cat", confidence=0.9,
                   stop_reason="confident")
-    assert str(trace) == "'What animal?' → 'cat' at 0.90 after 1 round (confident)"
-    assert "no answer after 0 rounds (running)" in str(Trace(sample=Sample(question="Q?")))
+    assert str(trace) == "'What animal?' → 'cat' at 0.90 after 1 round; confident"
+    assert "no answer after 0 rounds; running" in str(Trace(sample=Sample(question="Q?")))
+    unjudged = Trace(sample=Sample(question="What animal?"), rounds=[judged, Round(index=2)], answer="cat",
+                     answer_source="round", answer_round=1, confidence=0.9, stop_reason="questioner_failed")
+    assert str(unjudged) == "'What animal?' → 'cat' at 0.90 (from round 1) after 1 round; questioner_failed"
 
 
 def test_summary_json_records_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

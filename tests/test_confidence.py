@@ -13,7 +13,7 @@ from PIL import Image
 
 from idealagent import IdealAgent
 from idealagent.answerers import Answer
-from idealagent.calibration import Calibration, default_score, fit, resolve
+from idealagent.calibration import NO_DATA_PRIOR, Calibration, default_score, fit, resolve
 from idealagent.confidence import agrees, answer_probability, names, share_naming
 from idealagent.errors import InputError
 from idealagent.settings import AgentSettings
@@ -57,7 +57,8 @@ def test_the_direct_answer_is_asked_first_and_reaches_the_reasoner_labelled(imag
     trace = IdealAgent(llm, answerer, calibration="default").run(image, "What colour is it?")
     assert answerer.questions[0] == "What colour is it?"  # before any sub-question
     assert trace.direct is not None and trace.direct.answer == "dark red"
-    assert trace.direct.signals == {"answer_prob": 0.2, "in_caption": 0.0}
+    # agrees_sub joins once there are sub-answers: the answerer said "dark red" to "Is it red?" too.
+    assert trace.direct.signals == {"answer_prob": 0.2, "in_caption": 0.0, "agrees_sub": 1.0}
     reasoner_prompt = llm.calls[-1][-1].content
     assert "The vision assistant's direct answer to the main question (may be wrong): dark red" in reasoner_prompt
     questioner_prompt = llm.calls[0][-1].content
@@ -101,7 +102,8 @@ def test_the_final_answer_is_the_most_confident_candidate(image) -> None:
                                      sub_questions("Is it green?"), verdict("green", 0.2)])
     calibration = Calibration(method="stated")
     trace = IdealAgent(llm, SureAnswerer("red", 0.6), max_rounds=2, calibration=calibration).run(image, "Colour?")
-    assert trace.direct.calibrated is None  # "stated" gives the direct answer no confidence
+    # "stated" measures nothing of the direct answer: it gets the prior, and ranks below verdicts.
+    assert trace.direct.calibrated == NO_DATA_PRIOR
     assert trace.answer == "blue" and trace.answer_source == "round" and trace.answer_round == 1
     trace = IdealAgent(ScriptedChatModel(replies=[sub_questions("Is it red?"), verdict("blue", 0.3),
                                                   sub_questions("Is it green?"), verdict("green", 0.2)]),
@@ -190,7 +192,10 @@ def test_an_isotonic_fit_is_monotone_and_matches_the_frequencies() -> None:
     assert calibration.confidence("direct", {"answer_prob": 0.2}) == pytest.approx(0.25)
     assert calibration.confidence("direct", {"answer_prob": 0.8}) == pytest.approx(0.8)
     assert calibration.confidence("direct", {"answer_prob": 0.5}) == pytest.approx(0.525)
-    assert calibration.confidence("verdict", {"stated": 0.9}) is None  # no verdicts to fit on
+    # No verdicts to fit on: a verdict gets the no-data prior, not a measured value.
+    assert calibration.confidence("verdict", {"stated": 0.9}) == NO_DATA_PRIOR
+    assert not calibration.measures("verdict", {"stated": 0.9}) and calibration.measures("direct", {"answer_prob": 0.5})
+    assert calibration.prior("direct") == calibration.fits["direct"].mean_score
 
 
 def test_calibration_files_round_trip_and_bad_ones_are_one_line_errors(tmp_path) -> None:
@@ -217,7 +222,9 @@ def test_the_default_and_stated_calibrations_are_documented_combinations() -> No
     assert default_score("verdict", signals) == pytest.approx((0.9 + 0.5 + 0.0) / 3)
     assert default_score("direct", {"answer_prob": 0.7}) == 0.7 and default_score("direct", {}) is None
     assert resolve("stated").confidence("verdict", signals) == 0.9
-    assert resolve("stated").confidence("direct", {"answer_prob": 0.99}) is None
+    assert resolve("stated").confidence("direct", {"answer_prob": 0.99}) == NO_DATA_PRIOR
+    assert not resolve("stated").measures("direct", {"answer_prob": 0.99})
+    assert resolve("default").confidence("direct", {}) == NO_DATA_PRIOR and not resolve("default").measures("direct", {})
 
 
 # -- servers: the signal is the server's, or absent ---------------------------------------------
@@ -243,7 +250,9 @@ def test_a_servers_logprobs_reach_the_trace_and_their_absence_is_not_filled_in(l
         assert found.signals["answer_prob"] == pytest.approx(math.exp(STUB_LOGPROB))
         assert found.signals["direct_prob"] == pytest.approx(math.exp(STUB_LOGPROB))
     else:
-        assert "answer_prob" not in direct.signals and direct.calibrated is None
+        # Not filled in: no signal, so the prior, and the calibration says it measured nothing.
+        assert "answer_prob" not in direct.signals and direct.calibrated == NO_DATA_PRIOR
+        assert not Calibration().measures("direct", direct.signals)
         assert "answer_prob" not in found.signals and "direct_prob" not in found.signals
     assert trace.answer == "red" and trace.stop_reason == "max_rounds"
 

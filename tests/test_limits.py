@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from idealagent.errors import InfrastructureError
 from idealagent.limits import AdaptiveLimit
 
 
@@ -67,3 +70,26 @@ def test_the_endpoints_back_off_on_429_and_recover():
         for _ in range(40):
             llm.invoke("again")
         assert llm._slot().limit == 8
+
+
+def test_abandoned_requests_free_their_slots_and_are_not_retried():
+    limit = AdaptiveLimit(1)
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(5)
+        return "late"
+
+    since = limit.generation
+    thread = threading.Thread(target=lambda: limit.run(slow, since))
+    thread.start()
+    started.wait(5)
+    assert limit.in_flight == 1
+    limit.abandon()  # Ctrl-C: the request is still in flight, but its slot is free
+    assert limit.in_flight == 0 and limit.run(lambda: "now") == "now"
+    release.set()
+    thread.join(5)
+    assert limit.in_flight == 0  # its late return does not free a slot a second time
+    with pytest.raises(InfrastructureError, match="abandoned"):
+        limit.run(lambda: "a retry", since)  # a retry of the abandoned request is not sent

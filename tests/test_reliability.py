@@ -305,7 +305,7 @@ def test_one_trace_per_sample_in_input_order_for_any_failure_pattern(plan, batch
     assert [t.sample.id for t in traces] == [s.id for s in samples]
     streamed = list(agent().iter_batch(samples))
     assert sorted(t.sample.id for t in streamed) == sorted(s.id for s in samples)
-    expected = {"none": "confident", "image": "error", "caption": "error", "answer": "error",
+    expected = {"none": "confident", "image": "error", "caption": "error", "answer": "answerer_failed",
                 "answer_infra_once": "confident", "answer_infra_always": "infrastructure",
                 "questioner_garbage": "questioner_failed", "questioner_infra_once": "confident",
                 "reasoner_garbage": "reasoner_failed", "reasoner_infra_always": "infrastructure"}

@@ -15,7 +15,7 @@ from pydantic import PrivateAttr
 
 from idealagent import IdealAgent, Sample, Trace
 from idealagent.errors import InfrastructureError
-from idealagent.scheduler import Lane, Pipeline, Step
+from idealagent.scheduler import Lane, Pipeline, Queue
 from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel
 from tests.conftest import sub_questions, verdict
 
@@ -166,7 +166,7 @@ def test_the_pipeline_runs_a_server_call_and_a_local_call_at_once():
         return call
 
     lanes = [Lane("server", concurrency=2), Lane("local", max_batch=8, local=True)]
-    steps = {"remote": Step("server", slow("remote")), "here": Step("local", slow("here"))}
+    steps = {"remote": Queue("server", slow("remote")), "here": Queue("local", slow("here"))}
     began = time.perf_counter()
     with Pipeline(lanes, steps) as pipeline:
         for job in range(3):

@@ -29,13 +29,13 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import openai
 
 from idealagent import parsing
 from idealagent.answerers import Answer, raise_first
+from idealagent.capabilities import Capabilities
 from idealagent.confidence import TokenLogprob, answer_probability, logprobs_content
 from idealagent.endpoints import (
     LOCAL_API_KEY,
@@ -49,6 +49,7 @@ from idealagent.endpoints import (
 from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind, one_line
 from idealagent.limits import AdaptiveLimit
 from idealagent.prompts import load_prompt
+from idealagent.threads import DaemonPool
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -99,7 +100,7 @@ class OpenAIAnswerer:
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or LOCAL_API_KEY, timeout=timeout,
                                     max_retries=0)
         self._slots = AdaptiveLimit(max_concurrency)  # halves on 429 and grows back
-        self._threads: ThreadPoolExecutor | None = None  # made on first use
+        self._threads: DaemonPool | None = None  # made on first use
         self._pool_lock = threading.Lock()
 
     @classmethod
@@ -107,6 +108,16 @@ class OpenAIAnswerer:
         """The answerer described by ``<prefix>_*`` variables; keyword arguments win over them."""
         endpoint = endpoint_from_env(prefix, model=overrides.get("model"), max_tokens=32)
         return cls(**{**vars(endpoint), **overrides})
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """A server: log-probabilities asked for (until it refuses them), its concurrency limit."""
+        return Capabilities(logprobs=None if self.logprobs.on else False, temperature=True,
+                            concurrency=self.max_concurrency)
+
+    def abandon(self) -> None:
+        """Requests in flight were abandoned (Ctrl-C): free their slots, and retry none of them."""
+        self._slots.abandon()
 
     def __repr__(self) -> str:
         return f"OpenAIAnswerer(model={self.model!r}, base_url={redact_url(self.base_url)!r})"  # no key
@@ -170,10 +181,10 @@ class OpenAIAnswerer:
                 raise down
         return outcomes
 
-    def _pool(self) -> ThreadPoolExecutor:
+    def _pool(self) -> DaemonPool:
         with self._pool_lock:
             if self._threads is None:
-                self._threads = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="vlm-endpoint")
+                self._threads = DaemonPool(self.max_concurrency, "vlm-endpoint")
             return self._threads
 
     def _outcome(self, messages: list[dict[str, Any]], max_tokens: int) -> Completed | Exception:
@@ -183,21 +194,22 @@ class OpenAIAnswerer:
             return exc
 
     def _complete(self, messages: list[dict[str, Any]], max_tokens: int) -> Completed:
-        return self.retry.call(lambda: self._request(messages, max_tokens), self._describe())
+        since = self._slots.generation
+        return self.retry.call(lambda: self._request(messages, max_tokens, since), self._describe())
 
-    def _request(self, messages: list[dict[str, Any]], max_tokens: int) -> Completed:
+    def _request(self, messages: list[dict[str, Any]], max_tokens: int, since: int | None = None) -> Completed:
         options = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
                    "temperature": self.temperature}
         if self.logprobs.on:
             options["logprobs"] = True
         try:
             # The slot is held for the request only, not while backing off between tries.
-            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options))
+            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options), since)
         except openai.BadRequestError as exc:
             if "logprobs" not in options or not self.logprobs.refused(exc, self._describe()):
                 raise
             del options["logprobs"]  # the same request once more, without them
-            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options))
+            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options), since)
         return reply_answer(raw.http_response, self._describe())
 
     def _describe(self) -> str:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from idealagent import parsing
 from idealagent.answerers import Answer
+from idealagent.capabilities import Capabilities
 from idealagent.confidence import answer_probability, message_logprobs
 from idealagent.errors import ModelLoadError, one_line
 from idealagent.prompts import PromptSpec, load_prompt
@@ -251,6 +252,8 @@ def _a(noun: str) -> str:
 
 class PerceptionAnswerer:
     """Describes each image with :func:`describe`, then lets a text LLM answer from the description."""
+
+    capabilities = Capabilities(logprobs=True)  # one local model: each answer's token probability
 
     def __init__(
         self,

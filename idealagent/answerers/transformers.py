@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from idealagent.answerers import Answer, raise_first
 from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor
+from idealagent.capabilities import Capabilities
 from idealagent.confidence import TokenLogprob, answer_probability
 from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
 from idealagent.llms.local import (
@@ -47,6 +48,8 @@ PLAIN_PROMPT_MODELS = {"paligemma"}
 
 class TransformersAnswerer:
     """Answers (image, question) pairs with a loaded transformers VLM and its processor."""
+
+    capabilities = Capabilities(logprobs=True)  # one local model: each answer's token probability
 
     def __init__(
         self,

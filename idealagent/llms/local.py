@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManager, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -29,6 +29,7 @@ from langchain_core.runnables.config import get_config_list, run_in_executor
 from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from idealagent.capabilities import Capabilities
 from idealagent.errors import ModelLoadError, ModelOutputError, one_line
 from idealagent.llms.prefix_cache import (
     PREFIX_CACHE_ENTRIES,
@@ -48,6 +49,7 @@ class LocalChatModel(BaseChatModel):
     """A chat model over a loaded transformers causal LM and its tokenizer."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+    capabilities: ClassVar[Capabilities] = Capabilities(logprobs=True, temperature=True, structured="grammar")
 
     model: Any = Field(exclude=True, repr=False)
     """A loaded transformers ``PreTrainedModel`` with a language-modelling head."""

@@ -37,6 +37,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import PrivateAttr
 
+from idealagent.capabilities import Capabilities
 from idealagent.endpoints import (
     LLM_PREFIX,
     LOCAL_API_KEY,
@@ -77,6 +78,16 @@ class EndpointChatModel(ChatOpenAI):
     _slots: tuple[int, AdaptiveLimit] | None = PrivateAttr(default=None)
     _slots_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _logprobs: LogprobsSwitch = PrivateAttr(default_factory=LogprobsSwitch)  # off once the server refuses
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """A server: log-probabilities asked for (until it refuses them), sampling, its limit."""
+        return Capabilities(logprobs=None if self._logprobs.on else False, temperature=True,
+                            concurrency=self.max_concurrency, structured="probe")
+
+    def abandon(self) -> None:
+        """Calls in flight were abandoned (Ctrl-C): free their slots, and retry none of them."""
+        self._slot().abandon()
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -121,7 +132,8 @@ class EndpointChatModel(ChatOpenAI):
             return attempt()  # the same request without logprobs (_get_request_payload drops them)
 
         # The slot is held for the request only, not while backing off between tries.
-        return self.retry_policy.call(lambda: slot.run(request), self._describe())
+        since = slot.generation
+        return self.retry_policy.call(lambda: slot.run(request, since), self._describe())
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:

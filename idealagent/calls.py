@@ -1,0 +1,75 @@
+"""The model work of each step, for a batch of samples at that step (machine.py says what the
+results mean). A call touches no trace, so it is safe on a worker thread; it returns one
+result per job, and raises only what stops the run (a service that is down) or a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from idealagent.answerers import answer_each, caption_each
+from idealagent.machine import Job, Step, direct_question_of, down_error
+
+if TYPE_CHECKING:
+    from idealagent.agent import IdealAgent
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step: the model that serves it and its batched call."""
+
+    step: Step
+    model: Callable[[IdealAgent], Any]
+    call: Callable[[IdealAgent, list[Job]], list[Any]]
+
+
+def caption(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
+    """A caption (or the sample's failure) per job."""
+    return caption_each(agent.answerer, [job.image for job in jobs])
+
+
+def direct(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
+    """The answerer's reply to the main question (or the sample's failure) per job."""
+    return answer_each(agent.answerer, [(job.image, direct_question_of(job.trace)) for job in jobs])
+
+
+def ask(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
+    """The questioner's Outcome (new sub-questions, or why none) per job."""
+    return agent.questioner.ask([job.trace for job in jobs])
+
+
+def answer(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
+    """The list of sub-answers (each a reply or a failure) of each job's current round."""
+    counts = [len(job.trace.rounds[-1].sub_qas) for job in jobs]
+    flat = answer_each(agent.answerer, [(job.image, qa.question) for job in jobs
+                                        for qa in job.trace.rounds[-1].sub_qas])
+    starts = [sum(counts[:i]) for i in range(len(counts))]
+    return [flat[start : start + count] for start, count in zip(starts, counts)]
+
+
+def judge(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
+    """(the reasoner's Outcome, the ``--votes`` Outcomes or None) per job."""
+    traces, final = [job.trace for job in jobs], [job.trace.rounds[-1].forced for job in jobs]
+    verdicts = agent.reasoner.judge(traces, final)
+    votes = agent.settings.votes
+    samples = agent.reasoner.vote(traces, final, votes, agent.settings.vote_temperature) if votes else None
+    return [(verdict, samples[i] if samples else None) for i, verdict in enumerate(verdicts)]
+
+
+SPECS: dict[Step, StepSpec] = {
+    Step.CAPTION: StepSpec(Step.CAPTION, lambda agent: agent.answerer, caption),
+    Step.DIRECT: StepSpec(Step.DIRECT, lambda agent: agent.answerer, direct),
+    Step.ASK: StepSpec(Step.ASK, lambda agent: agent.questioner.caller.llm, ask),
+    Step.ANSWER: StepSpec(Step.ANSWER, lambda agent: agent.answerer, answer),
+    Step.JUDGE: StepSpec(Step.JUDGE, lambda agent: agent.reasoner.caller.llm, judge),
+}
+
+
+def run(agent: IdealAgent, step: Step, jobs: list[Job]) -> list[Any]:
+    """``step``'s call for ``jobs``; a foreign error that means a service is down becomes ours."""
+    try:
+        return SPECS[step].call(agent, jobs)
+    except Exception as exc:
+        raise down_error(step, exc) from exc

@@ -1,0 +1,55 @@
+"""What a model backend says it can do, and the checks the agent makes with it when it is made.
+
+A backend declares a ``capabilities`` attribute (a ``Capabilities``); a model that declares
+none, such as a user's own LangChain chat model or answerer, is read from what it has (a
+``temperature`` field, a ``max_concurrency``). The agent checks its settings against them in
+its constructor, so a setting that cannot work fails before any model call, never mid-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from idealagent.errors import InputError
+
+if TYPE_CHECKING:
+    from idealagent.settings import AgentSettings
+
+Structured = Literal["json_schema", "grammar", "probe", "none"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one model backend can do."""
+
+    # Token log-probabilities of its replies: True, False, or None when it asks and the server
+    # may refuse (an endpoint); the confidence signals that need them are absent without them.
+    logprobs: bool | None = None
+    temperature: bool = False  # it can sample at a temperature set per copy (needed by --votes)
+    concurrency: int | None = None  # requests it may have in flight (a server); None: a local model
+    images_per_request: int = 1  # images one answerer request may carry
+    # How it gives a validated JSON reply: a server's json_schema, our local grammar, a server
+    # whose form is found by its first request ("probe"), or none (the tolerant text parsers).
+    structured: Structured = "none"
+
+
+def capabilities_of(model: Any) -> Capabilities:
+    """The model's declared capabilities, or those read from what it has."""
+    declared = getattr(model, "capabilities", None)
+    if isinstance(declared, Capabilities):
+        return declared
+    fields = getattr(type(model), "model_fields", {})
+    concurrency = getattr(model, "max_concurrency", None)
+    return Capabilities(
+        temperature="temperature" in fields,
+        concurrency=concurrency if isinstance(concurrency, int) and concurrency >= 1 else None,
+        structured="json_schema" if hasattr(model, "with_structured_output") else "none",
+    )
+
+
+def check_models(settings: AgentSettings, *, answerer: Any, questioner: Any, reasoner: Any) -> None:
+    """Refuse settings these models cannot honour, with one line that says what to change."""
+    if settings.votes and not capabilities_of(reasoner).temperature:
+        raise InputError(f"--votes {settings.votes} needs a reasoner model that can sample at a temperature; "
+                         f"{type(reasoner).__name__} cannot (use --votes 0)")

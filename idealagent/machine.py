@@ -1,0 +1,383 @@
+"""What a sample does next: the whole loop for one sample, one step at a time.
+
+::
+
+    caption ──► direct answer ──► confident? ──yes──► stop: confident
+                                     │ no
+                ┌────────────────────┘
+                ▼
+     ┌──► ask (questioner) ──nothing new──► stop: no_new_questions (best candidate kept)
+     │          │          ──unusable────► stop: questioner_failed (best candidate kept)
+     │          ▼
+     │     answer (answerer) ──none answered──► stop: answerer_failed (best candidate kept)
+     │          ▼
+     │     judge (reasoner) ──unusable──► stop: reasoner_failed (best candidate kept)
+     │          ▼
+     │     best candidate confident? ──yes──► stop: confident
+     │     the last round? ──yes──► stop: max_rounds (best candidate kept)
+     └──no──┘
+
+A candidate is the direct answer or a round's verdict; the final answer is the one with the
+highest calibrated confidence (calibration.py), and only a confidence measured from signals,
+never a calibration's prior, stops the loop early. Failures, by whose they are (errors.py):
+
+- the sample's own (an unreadable image, an empty reply): recorded; the sample goes on without
+  that piece where it can, and stops with its best candidate where it cannot. A failure never
+  throws away a candidate already found.
+- the infrastructure's (retries exhausted, out of memory): the sample stays at its step and
+  tries it again, up to ``infra_retries`` more times for that step; then it stops with
+  ``infrastructure`` and no answer (not a result: the eval runner leaves it to the rerun).
+- a service that is down: raised; the run stops.
+
+Each step is a ``StepSpec``: the model that serves it and its batched call (``calls.py``), and
+here, what its result means for one sample. The agent's drivers (agent.py) decide only when
+calls run: the pipelined and the lock-step loop drive this same machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Literal
+
+from idealagent import confidence
+from idealagent.answerers import Reply, probability_of, text_of, tokens_of
+from idealagent.direct import direct_question, read_direct_reply
+from idealagent.errors import IdealAgentError, ServiceDownError, failure_kind, one_line
+from idealagent.events import DirectAnswered, Event, RoundAnswered, RoundAsked, RoundJudged, SampleFinished, StepFailed
+from idealagent.parsing import choice_letter
+from idealagent.roles import Outcome, RepeatedQuestionsError
+from idealagent.trace import DirectAnswer, Round, StopReason, SubQA, Trace, Verdict
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from idealagent.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+
+class Step(str, Enum):
+    """A sample's steps, in the order it first takes them. The value is the step's name in the
+    trace (its timings) and in events."""
+
+    CAPTION = "caption"
+    DIRECT = "direct"
+    ASK = "questioner"
+    ANSWER = "answerer"
+    JUDGE = "reasoner"
+
+
+@dataclass
+class Job:
+    """A sample in flight: its trace plus what the trace does not store."""
+
+    trace: Trace
+    image: Image | None = None
+    index: int = 0  # position in the caller's input, to restore order
+    started: float = field(default_factory=time.perf_counter)
+    step: Step = Step.CAPTION  # what the sample needs next
+    tries: int = 0  # infrastructure failures of the current step so far
+    queued: bool = False  # waiting for, or in, a model call (the pipelined loop)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A possible final answer: the direct answer, or a round's verdict."""
+
+    answer: str
+    confidence: float  # calibrated
+    measured: bool  # False: the confidence is only the calibration's prior (no signal)
+    source: Literal["direct", "round"]
+    round: int | None = None
+    choice_index: int | None = None
+
+
+class Machine:
+    """The loop for samples run under one agent's settings."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+
+    def apply(self, step: Step, jobs: list[Job], results: list[Any], seconds: float) -> list[Event]:
+        """What one batched call of ``step`` returned (a result per job) means for each job:
+        record it, move the job to its next step or stop it; returns what happened."""
+        events: list[Event] = []
+        for job, result in zip(jobs, results):
+            timings = job.trace.timings
+            timings[step.value] = timings.get(step.value, 0.0) + seconds / len(jobs)
+            error = infrastructure_error(step, result)
+            if error is not None:
+                events.append(self._failed(job, step, error, result))
+            else:
+                job.tries = 0
+                events += TRANSITIONS[step](self, job, result, seconds / len(jobs))
+            if job.trace.done:
+                events.append(SampleFinished(job.trace))
+        return events
+
+    # -- the steps, in order ------------------------------------------------------------------
+
+    def captioned(self, job: Job, reply: Reply | Exception, seconds: float) -> list[Event]:
+        """The caption is the reasoner's first evidence; an image the answerer rejects ends the
+        sample (no later step could look at it either)."""
+        if isinstance(reply, Exception):
+            return self._stop(job, "error", error=_failure("caption", reply))
+        job.trace.caption = text_of(reply)
+        count_answerer_tokens(job.trace, reply)
+        job.step = Step.DIRECT if self.settings.direct_answer else Step.ASK
+        return []
+
+    def answered_directly(self, job: Job, reply: Reply | Exception, seconds: float) -> list[Event]:
+        """The answerer's own answer to the main question: evidence, a candidate, and when its
+        measured confidence reaches the threshold, the answer with no round at all."""
+        trace = job.trace
+        question = direct_question_of(trace)
+        job.step = Step.ASK
+        if isinstance(reply, Exception):  # the loop can do without it
+            _failure("the direct answer", reply)
+            trace.direct = DirectAnswer(question=question, error=f"{type(reply).__name__}: {one_line(reply)}")
+            return [DirectAnswered(trace, trace.direct)]
+        sample = trace.sample
+        text = text_of(reply)
+        answer, index = read_direct_reply(sample.kind, sample.choices, text)
+        trace.direct = direct = DirectAnswer(
+            question=question, reply=text, answer=answer, choice_index=index,
+            input_tokens=tokens_of(reply)[0], output_tokens=tokens_of(reply)[1], latency_s=seconds)
+        trace.usage.answerer_calls += 1
+        count_answerer_tokens(trace, reply)
+        if answer is not None:
+            probability = probability_of(reply)
+            if probability is not None:
+                direct.signals["answer_prob"] = probability
+            if trace.caption:
+                direct.signals["in_caption"] = float(confidence.names(trace.caption, answer))
+            self._calibrate_direct(trace)
+        events: list[Event] = [DirectAnswered(trace, direct)]
+        best = best_candidate(trace, self.settings)
+        if best is not None and self._confident(best):
+            events += self._stop(job, "confident", best)
+        return events
+
+    def asked(self, job: Job, outcome: Outcome[list[str]], seconds: float) -> list[Event]:
+        """New sub-questions open a round; none (nothing new, or no usable reply) end the
+        sample with its best candidate, and no empty round is kept."""
+        trace = job.trace
+        account(trace, outcome)
+        if outcome.value is None:
+            trace.failures += outcome.failures
+            repeated = isinstance(outcome.last_error, RepeatedQuestionsError)
+            return self._finish(job, "no_new_questions" if repeated else "questioner_failed")
+        index = len(trace.rounds) + 1
+        round_ = Round(index=index, forced=index == self.settings.max_rounds, failures=list(outcome.failures),
+                       sub_qas=[SubQA(question=q) for q in outcome.value])
+        trace.rounds.append(round_)
+        job.step = Step.ANSWER
+        return [RoundAsked(trace, round_)]
+
+    def answered(self, job: Job, replies: list[Reply | Exception], seconds: float) -> list[Event]:
+        """The sub-answers; one the answerer failed on is recorded as failed and left out of
+        the evidence. With none answered the round cannot be judged."""
+        trace, round_ = job.trace, job.trace.rounds[-1]
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:  # one line for the sample, not one per sub-question
+            log.warning("answerer failed on %d of %d sub-questions of a sample: %s: %s", len(failed), len(replies),
+                        type(failed[0]).__name__, one_line(failed[0]))
+        for qa, reply in zip(round_.sub_qas, replies):
+            if isinstance(reply, Exception):
+                qa.error = f"answerer failed: {type(reply).__name__}: {one_line(reply)}"
+                continue
+            qa.answer = text_of(reply)
+            trace.usage.answerer_calls += 1
+            count_answerer_tokens(trace, reply)
+        if not any(qa.answer for qa in round_.sub_qas):
+            return self._finish(job, "answerer_failed", error=round_.sub_qas[0].error)
+        job.step = Step.JUDGE
+        return [RoundAnswered(trace, round_)]
+
+    def judged(self, job: Job, result: tuple[Outcome[Verdict], list[Outcome[Verdict]] | None],
+               seconds: float) -> list[Event]:
+        """The verdict: weighed into a candidate; the best candidate confident, or the last
+        round judged, ends the sample, else it asks again."""
+        outcome, votes = result
+        trace, round_ = job.trace, job.trace.rounds[-1]
+        account(trace, outcome, round_)
+        for vote in votes or []:
+            account(trace, vote)
+        if outcome.value is None:
+            return self._finish(job, "reasoner_failed")
+        round_.verdict = outcome.value
+        self._weigh(trace, round_.verdict, outcome, votes)
+        self._calibrate_direct(trace)  # the sub-answers now speak for or against it too
+        events: list[Event] = [RoundJudged(trace, round_)]
+        best = best_candidate(trace, self.settings)
+        if best is not None and self._confident(best):
+            return events + self._stop(job, "confident", best)
+        if round_.forced:
+            return events + self._finish(job, "max_rounds")
+        job.step = Step.ASK
+        return events
+
+    # -- candidates ---------------------------------------------------------------------------
+
+    def _confident(self, candidate: Candidate) -> bool:
+        return candidate.measured and candidate.confidence >= self.settings.confidence_threshold
+
+    def _calibrate_direct(self, trace: Trace) -> None:
+        """The direct answer's calibrated confidence, from its signals so far."""
+        direct = trace.direct
+        if direct is None or direct.answer is None:
+            return
+        support = confidence.share_naming(sub_answers(trace), direct.answer)
+        if support is not None:
+            direct.signals["agrees_sub"] = support
+        direct.calibrated = self.settings.calibration.confidence("direct", direct.signals)
+
+    def _weigh(self, trace: Trace, verdict: Verdict, outcome: Outcome[Verdict],
+               votes: list[Outcome[Verdict]] | None) -> None:
+        """A verdict's signals (confidence.py) and its calibrated confidence."""
+        if verdict.answer is None:
+            return  # undecided: not a candidate
+        signals = {"stated": verdict.confidence}
+        written = choice_letter(verdict.choice_index) if (
+            trace.sample.kind == "multiple_choice" and verdict.choice_index is not None) else verdict.answer
+        probability = confidence.answer_probability(outcome.logprobs, written)
+        if probability is not None:
+            signals["answer_prob"] = probability
+        direct = trace.direct
+        if direct is not None and direct.answer is not None:
+            if "answer_prob" in direct.signals:
+                signals["direct_prob"] = direct.signals["answer_prob"]
+            same = (direct.choice_index == verdict.choice_index if verdict.choice_index is not None
+                    else confidence.agrees(direct.answer, verdict.answer))
+            signals["agrees_direct"] = float(same)
+        support = confidence.share_naming(sub_answers(trace), verdict.answer)
+        if support is not None:
+            signals["agrees_sub"] = support
+        if trace.caption:
+            signals["in_caption"] = float(confidence.names(trace.caption, verdict.answer))
+        if votes:
+            verdict.votes = [v.value.answer for v in votes if v.value is not None and v.value.answer is not None]
+            share = confidence.majority_share(verdict.votes, verdict.answer)
+            if share is not None:
+                signals["votes"] = share
+        verdict.signals = signals
+        verdict.calibrated = self.settings.calibration.confidence("verdict", signals)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def _finish(self, job: Job, reason: StopReason, *, error: str | None = None) -> list[Event]:
+        """Stop below the threshold with the best candidate, if any: a forced last-round guess
+        at 0.1 must not override an earlier answer at 0.6."""
+        return self._stop(job, reason, best_candidate(job.trace, self.settings), error=error)
+
+    def _stop(self, job: Job, reason: StopReason, answer: Candidate | None = None, *,
+              error: str | None = None) -> list[Event]:
+        trace = job.trace
+        trace.stop_reason, trace.error = reason, error
+        if answer is not None:
+            trace.answer, trace.confidence, trace.choice_index = answer.answer, answer.confidence, answer.choice_index
+            trace.answer_source, trace.answer_round = answer.source, answer.round
+        trace.latency_s = time.perf_counter() - job.started
+        return []
+
+    def _failed(self, job: Job, step: Step, error: Exception, result: Any) -> StepFailed:
+        """The infrastructure failed this job's step: it stays there to try again, a bounded
+        number of times, then stops without an answer. A service that is down stops the run."""
+        if failure_kind(error) == "down":
+            raise down_error(step, error) from error
+        if isinstance(result, Outcome):  # the calls the role made still count
+            account(job.trace, result)
+        elif isinstance(result, tuple):
+            account(job.trace, result[0])
+        job.tries += 1
+        message = f"{step.value} failed: {type(error).__name__}: {one_line(error)}"
+        retry = job.tries <= self.settings.infra_retries
+        if retry:
+            log.info("%s; the sample will try again", message)
+        else:
+            log.warning("%s; giving up on the sample after %d tries", message, job.tries)
+            self._stop(job, "infrastructure", error=message)
+        return StepFailed(job.trace, step.value, message, job.tries, retry)
+
+
+TRANSITIONS = {Step.CAPTION: Machine.captioned, Step.DIRECT: Machine.answered_directly, Step.ASK: Machine.asked,
+               Step.ANSWER: Machine.answered, Step.JUDGE: Machine.judged}
+
+
+def best_candidate(trace: Trace, settings: AgentSettings) -> Candidate | None:
+    """The candidate with the highest calibrated confidence (the later one on a tie); one whose
+    confidence is only the calibration's prior ranks below every measured one."""
+    found: list[tuple[bool, float, int, Candidate]] = []
+    direct = trace.direct
+    if direct is not None and direct.answer is not None:
+        value, measured = _calibrated(settings, "direct", direct.calibrated, direct.signals)
+        found.append((measured, value, 0, Candidate(direct.answer, value, measured, "direct", None,
+                                                    direct.choice_index)))
+    for round_ in trace.rounds:
+        verdict = round_.verdict
+        if verdict is not None and verdict.answer is not None:
+            value, measured = _calibrated(settings, "verdict", verdict.calibrated, verdict.signals)
+            found.append((measured, value, round_.index, Candidate(verdict.answer, value, measured, "round",
+                                                                   round_.index, verdict.choice_index)))
+    return max(found, key=lambda c: c[:3])[3] if found else None
+
+
+def _calibrated(settings: AgentSettings, kind: Literal["direct", "verdict"], value: float | None,
+                signals: dict[str, float]) -> tuple[float, bool]:
+    """(confidence, measured): the calibrated value, or the calibration's prior for ``kind``."""
+    if value is not None:
+        return value, settings.calibration.measures(kind, signals)
+    return settings.calibration.prior(kind), False
+
+
+def infrastructure_error(step: Step, result: Any) -> Exception | None:
+    """The failure in a job's result that is not the sample's own, if any."""
+    if isinstance(result, Outcome):
+        return result.infra_error
+    if step is Step.JUDGE:
+        return result[0].infra_error
+    replies = result if isinstance(result, list) else [result]
+    return next((r for r in replies if isinstance(r, Exception) and failure_kind(r) != "sample"), None)
+
+
+def down_error(step: Step | str, error: Exception) -> Exception:
+    """The exception that stops the run: ours as it is, a foreign one as one line."""
+    if isinstance(error, IdealAgentError) or failure_kind(error) != "down":
+        return error
+    name = step.value if isinstance(step, Step) else step
+    return ServiceDownError(f"{name} failed: {type(error).__name__}: {one_line(error)}")
+
+
+def account(trace: Trace, outcome: Outcome[Any], round_: Round | None = None) -> None:
+    """Add a role's model calls, tokens and (to its round) failures to the trace."""
+    if round_ is not None:
+        round_.failures += outcome.failures
+    trace.usage.llm_calls += outcome.calls
+    trace.usage.llm_input_tokens += outcome.input_tokens
+    trace.usage.llm_output_tokens += outcome.output_tokens
+
+
+def count_answerer_tokens(trace: Trace, answer: Reply) -> None:
+    """Add the answerer model's tokens behind ``answer`` (0 for a plain string) to the trace."""
+    input_tokens, output_tokens = tokens_of(answer)
+    trace.usage.answerer_input_tokens += input_tokens
+    trace.usage.answerer_output_tokens += output_tokens
+
+
+def sub_answers(trace: Trace) -> list[str]:
+    """Every sub-answer given so far."""
+    return [qa.answer for r in trace.rounds for qa in r.sub_qas if qa.answer]
+
+
+def direct_question_of(trace: Trace) -> str:
+    """The main question of ``trace`` as the answerer is asked it directly."""
+    sample = trace.sample
+    return direct_question(sample.kind, sample.question, sample.choices)
+
+
+def _failure(what: str, error: Exception) -> str:
+    log.warning("%s failed for a sample: %s: %s", what, type(error).__name__, one_line(error))
+    return f"{what} failed: {type(error).__name__}: {one_line(error)}"
