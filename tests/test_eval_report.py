@@ -25,8 +25,8 @@ from rich.console import Console
 
 from idealagent.console import render_report
 from idealagent.errors import InputError
-from idealagent.evaluation.metrics import score
 from idealagent.evaluation.report import read_results, summarize, write_plots
+from idealagent.evaluation.scoring import score
 from idealagent.trace import Round, Sample, SubQA, Trace, Usage, Verdict
 
 HEADER = {

@@ -17,20 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from idealagent.errors import InputError
-from idealagent.evaluation.metrics import (
-    accuracy_at_coverage,
-    agent_stats,
-    answer_sources,
-    area_under_risk_coverage,
-    auroc,
-    brier_score,
-    exemplar_echo,
-    expected_calibration_error,
-    loop_changes,
-    paired_comparison,
-    risk_coverage,
-    split_sentences,
-)
+from idealagent.evaluation.loop_stats import agent_stats, answer_sources, exemplar_echo, loop_changes, split_sentences
 from idealagent.evaluation.results import fingerprint_difference, header_field, read_file
 from idealagent.evaluation.rows import (
     agent_scores,
@@ -39,6 +26,15 @@ from idealagent.evaluation.rows import (
     is_failed,
     paired_with_baseline,
     rounds_used,
+)
+from idealagent.evaluation.trust import (
+    accuracy_at_coverage,
+    area_under_risk_coverage,
+    auroc,
+    brier_score,
+    expected_calibration_error,
+    paired_comparison,
+    risk_coverage,
 )
 from idealagent.parsing import is_undecided
 from idealagent.trace import Trace
