@@ -359,7 +359,7 @@ def result_row(item: EvalItem, trace: Trace, header: dict[str, Any], baseline: B
     """One results line: the item, the agent's prediction and score, the baseline, the trace."""
     sample = trace.sample
     prediction = trace.answer
-    choice_index = match_choice(prediction, sample.choices) if sample.choices and prediction is not None else None
+    choice_index = final_choice_index(trace)
     failed = trace.stop_reason == "error"
     error = (trace.error or "the sample failed") if failed else None
     vqa_metric = header_field(header, "vqa_metric")
@@ -375,6 +375,18 @@ def result_row(item: EvalItem, trace: Trace, header: dict[str, Any], baseline: B
         "baseline": baseline.to_json(item, vqa_metric=vqa_metric) if baseline is not None else None,
         "trace": trace.model_dump(mode="json"),
     }
+
+
+def final_choice_index(trace: Trace) -> int | None:
+    """The option the trace's final answer is, as the loop recorded it (``Trace.choice_index``).
+
+    Only a trace written before that field existed (its JSON has no ``choice_index`` key) has
+    its answer matched against the choices again, as the runner used to: matching text can
+    pick the wrong option ("3." among "3." and "3" matches "3"), the loop's record cannot.
+    """
+    if "choice_index" in trace.model_fields_set or not trace.sample.choices or trace.answer is None:
+        return trace.choice_index
+    return match_choice(trace.answer, trace.sample.choices)
 
 
 def _version() -> str:
