@@ -283,9 +283,10 @@ def _fit_isotonic(kind: CandidateKind, rows: Sequence[Example]) -> Fit:
     return Fit(n=len(rows), mean_score=mean, knots=knots)
 
 
-def _interpolate(knots: Sequence[tuple[float, float]], x: float) -> float:
+def _interpolate(knots: Sequence[tuple[float, float]], x: float) -> float | None:
+    """The fitted curve at ``x``; None without knots (too few examples to fit: no signal)."""
     if not knots:
-        return 0.0
+        return None
     if x <= knots[0][0]:
         return knots[0][1]
     for (x0, y0), (x1, y1) in zip(knots, knots[1:]):

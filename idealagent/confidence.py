@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from idealagent.evaluation.metrics import normalize_answer
+from idealagent.answers import normalize_answer
 
 # Every signal a candidate can carry, in a fixed order (calibration files list theirs by name).
 SIGNALS: tuple[str, ...] = ("stated", "answer_prob", "direct_prob", "agrees_direct", "agrees_sub",

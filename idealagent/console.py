@@ -258,14 +258,10 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     """An evaluation summary (``evaluation.report.summarize``): first any warning, then whether
     the loop helps (agent vs baseline per question type), whether its confidence can be trusted,
     what the loop changed, and the agent's costs."""
-    from idealagent.evaluation.report import NO_TYPE
-
     if summary.get("warning"):
         console.print(Panel(Text(summary["warning"], style="bold red"), title="warning", title_align="left",
                             border_style="red"))  # fmt: skip
-    groups = [("overall", summary["overall"])]
-    if len(summary["by_type"]) > 1 or NO_TYPE not in summary["by_type"]:
-        groups += list(summary["by_type"].items())
+    groups = [("overall", summary["overall"]), *summary["by_type"].items()]
     title = f"{summary['benchmark']} · {summary['split']} · preset {summary['preset']}"
     console.print(_accuracy_table(title, groups, summary["baseline"]))
     console.print(run_identity(summary), style="dim", highlight=False, soft_wrap=True)

@@ -198,6 +198,16 @@ def test_an_isotonic_fit_is_monotone_and_matches_the_frequencies() -> None:
     assert calibration.prior("direct") == calibration.fits["direct"].mean_score
 
 
+def test_an_isotonic_fit_without_knots_gives_no_confidence() -> None:
+    # Twelve direct answers, but only three with the answer probability the isotonic fit reads:
+    # too few to fit a curve, so no knots, and a confidence of None (no signal), not 0.
+    examples = [({"in_caption": 1.0}, 1.0)] * 9 + [({"answer_prob": 0.9}, 1.0)] * 3
+    calibration = fit({"direct": examples}, "isotonic")
+    assert calibration.fits["direct"].knots == []
+    assert calibration.confidence("direct", {"answer_prob": 0.9}) is None
+    assert calibration.confidence("direct", {"answer_prob": 0.1}) is None
+
+
 def test_calibration_files_round_trip_and_bad_ones_are_one_line_errors(tmp_path) -> None:
     examples = [({"answer_prob": p / 20, "in_caption": float(p % 2)}, float(p > 9)) for p in range(1, 20)]
     calibration = fit({"direct": examples, "verdict": [({"stated": 0.9}, 1.0)] * 3}, "logistic",

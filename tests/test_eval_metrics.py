@@ -9,24 +9,29 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from idealagent.errors import InputError
-from idealagent.evaluation.metrics import (
-    DEFAULT_VQA_METRIC,
-    VQA_METRICS,
-    accuracy_at_coverage,
-    agent_stats,
-    calibration_bins,
-    choice_accuracy,
-    exact_match,
-    expected_calibration_error,
-    is_fallback,
+from idealagent.answers import (
+    ARTICLES,
+    CONTRACTIONS,
+    NUMBER_WORDS,
+    PUNCTUATION,
     normalize_answer,
     process_digit_article,
     process_punctuation,
+    strip_whitespace,
+)
+from idealagent.errors import InputError
+from idealagent.evaluation.loop_stats import agent_stats, is_fallback
+from idealagent.evaluation.scoring import (
+    DEFAULT_VQA_METRIC,
+    VQA_METRICS,
+    choice_accuracy,
+    exact_match,
     score,
     vqa_score,
 )
+from idealagent.evaluation.trust import accuracy_at_coverage, calibration_bins, expected_calibration_error
 from idealagent.trace import Round, Sample, SubQA, Trace, Usage, Verdict
+from tests.official_vqa_eval import VQAEval, official_2021, official_legacy
 
 
 @pytest.mark.parametrize(
@@ -43,11 +48,15 @@ from idealagent.trace import Round, Sample, SubQA, Trace, Usage, Verdict
         ("3.5", "3.5"),  # a period before a digit stays
         ("5.", "5"),
         ("1,000", "1000"),  # digit-comma-digit: every mark is deleted, not spaced
-        ("x-ray", "x-ray"),  # the hyphen is not in the official list
+        ("x-ray", "x ray"),  # a glued hyphen becomes a space
+        ("t-shirt", "t shirt"),
+        ("yes!", "yes"),
         ("red/white", "red white"),  # a glued mark becomes a space
         ("red / white", "red white"),  # a mark touching a space is deleted
-        ("dont", "don’t"),  # the official contraction map uses a curly apostrophe
-        ("don't", "don t"),  # a straight apostrophe is punctuation
+        ("dont", "don't"),  # the contraction map restores the apostrophe ...
+        ("don't", "don't"),  # ... which is not punctuation
+        ("3:30", "3:30"),  # nor is the colon
+        ("{cat}", "cat"),
         ("  two\tdogs\n", "2 dogs"),
     ],
 )
@@ -55,12 +64,31 @@ def test_normalize_answer_matches_the_official_rules(text: str, expected: str) -
     assert normalize_answer(text) == expected
 
 
-def test_dont_and_don_t_do_not_meet_as_in_the_official_evaluation() -> None:
-    # A known quirk we keep for comparability: the two spellings normalise differently.
-    assert normalize_answer("dont") != normalize_answer("don't")
+def test_dont_and_don_t_meet_as_in_the_official_evaluation() -> None:
+    assert normalize_answer("dont") == normalize_answer("don't") == "don't"
     for variant in VQA_METRICS:
-        assert vqa_score("dont", ["don't"] * 9 + ["no"], variant) == 0.0
+        assert vqa_score("dont", ["don't"] * 9 + ["no"], variant) == 1.0
         assert vqa_score("don't", ["don't"] * 9 + ["no"], variant) == 1.0
+
+
+def test_t_shirt_and_t_shirt_meet_only_where_the_answers_are_processed() -> None:
+    assert normalize_answer("t-shirt") == normalize_answer("t shirt") == "t shirt"
+    differing = ["t shirt"] * 3 + ["shirt"] * 7
+    assert vqa_score("t-shirt", differing, "vqa2021") == pytest.approx(0.9)
+    assert vqa_score("t-shirt", differing, "vqa-legacy") == pytest.approx(0.9)
+    # Identical human answers: the 2021 code compares the prediction raw, the legacy code normalised.
+    assert vqa_score("t-shirt", ["t shirt"] * 10, "vqa2021") == 0.0
+    assert vqa_score("t-shirt", ["t shirt"] * 10, "vqa-legacy") == 1.0
+    assert vqa_score("yes!", ["yes"] * 9 + ["no"], "vqa2021") == 1.0
+
+
+def test_the_tables_are_the_official_ones() -> None:
+    official = VQAEval()
+    assert list(PUNCTUATION) == official.punct == [
+        ";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
+    assert CONTRACTIONS == official.contractions
+    assert NUMBER_WORDS == official.manualMap
+    assert ARTICLES == set(official.articles)
 
 
 @pytest.mark.parametrize("variant", list(VQA_METRICS))
@@ -130,89 +158,88 @@ def test_vqa_score_with_fewer_answers() -> None:
         vqa_score("cat", ["cat", "dog"], "lmms")
 
 
-# -- the official loops, transcribed line by line as oracles ----------------------------------
-# Each answer is a record with a unique answer_id, as in the annotation files, so that the
-# official ``item != gtAnsDatum`` leaves exactly one record out. processPunctuation and
-# processDigitArticle are ours (checked against the official rules above).
+# -- against the official code, transcribed line by line in tests/official_vqa_eval.py ----------
+
+# Characters the processing treats specially: every official punctuation mark, the marks it
+# leaves alone (":", "'", the curly apostrophe), periods, digits, commas, whitespace, letters.
+ALPHABET = "".join(PUNCTUATION) + ":'’.,0123456789 \t\nabeosyAEY"
+WORDS = ["yes", "Yes", "YES.", "no", "no!", "yes!", "2", "two", "Two", "ten", "none", "0", "the", "a", "An",
+         "dog", "dog.", "t-shirt", "t shirt", "tshirt", "red/white", "red / white", "dont", "don't", "don’t",
+         "isnt", "Im", "1,000", "1000", "3.5", "3.", "5:30", "(yes)", "{a}", "x-ray", "it's", "oclock"]
 
 
-def _official_2021(prediction: str, answers: list[str]) -> float:
-    """vqaEval.py's evaluate() since commit a013f00 (March 2021), for one question."""
-    gts = {"answers": [{"answer_id": i, "answer": a} for i, a in enumerate(answers)]}
-    res = {"answer": prediction}
-    for ansDic in gts["answers"]:
-        ansDic["answer"] = ansDic["answer"].replace("\n", " ")
-        ansDic["answer"] = ansDic["answer"].replace("\t", " ")
-        ansDic["answer"] = ansDic["answer"].strip()
-    resAns = res["answer"]
-    resAns = resAns.replace("\n", " ")
-    resAns = resAns.replace("\t", " ")
-    resAns = resAns.strip()
-    gtAcc = []
-    gtAnswers = [ans["answer"] for ans in gts["answers"]]
-    if len(set(gtAnswers)) > 1:
-        for ansDic in gts["answers"]:
-            ansDic["answer"] = process_punctuation(ansDic["answer"])
-            ansDic["answer"] = process_digit_article(ansDic["answer"])
-        resAns = process_punctuation(resAns)
-        resAns = process_digit_article(resAns)
-    for gtAnsDatum in gts["answers"]:
-        otherGTAns = [item for item in gts["answers"] if item != gtAnsDatum]
-        matchingAns = [item for item in otherGTAns if item["answer"] == resAns]
-        acc = min(1, float(len(matchingAns)) / 3)
-        gtAcc.append(acc)
-    return float(sum(gtAcc)) / len(gtAcc)
+def _generated(rng: random.Random) -> str:
+    """A known word alone (a third of the time), or a few of them and, half the time, some random
+    characters."""
+    if rng.random() < 1 / 3:
+        return rng.choice(WORDS)
+    words = rng.choices(WORDS, k=rng.randint(1, 3))
+    if rng.random() < 0.5:
+        words.insert(rng.randint(0, len(words)), "".join(rng.choices(ALPHABET, k=rng.randint(1, 6))))
+    return rng.choice(["", " ", "\t"]) + rng.choice([" ", "", "-", "/"]).join(words) + rng.choice(["", " ", "\n"])
 
 
-def _official_legacy(prediction: str, answers: list[str]) -> float:
-    """vqaEval.py's evaluate() before March 2021 (as LAVIS and lmms-eval copy it), for one question."""
-    gts = {"answers": [{"answer_id": i, "answer": a} for i, a in enumerate(answers)]}
-    res = {"answer": prediction}
-    resAns = res["answer"]
-    resAns = resAns.replace("\n", " ")
-    resAns = resAns.replace("\t", " ")
-    resAns = resAns.strip()
-    resAns = process_punctuation(resAns)
-    resAns = process_digit_article(resAns)
-    gtAcc = []
-    gtAnswers = [ans["answer"] for ans in gts["answers"]]
-    if len(set(gtAnswers)) > 1:
-        for ansDic in gts["answers"]:
-            ansDic["answer"] = process_punctuation(ansDic["answer"])
-    for gtAnsDatum in gts["answers"]:
-        otherGTAns = [item for item in gts["answers"] if item != gtAnsDatum]
-        matchingAns = [item for item in otherGTAns if item["answer"] == resAns]
-        acc = min(1, float(len(matchingAns)) / 3)
-        gtAcc.append(acc)
-    return float(sum(gtAcc)) / len(gtAcc)
+def _question(rng: random.Random) -> tuple[str, list[str]]:
+    """A prediction and 2 to 10 human answers drawn from a few candidates, the prediction among
+    them half the time, so that matches (and identical answer sets) are common."""
+    prediction = _generated(rng)
+    pool = [_generated(rng) for _ in range(rng.randint(1, 3))]
+    if rng.random() < 0.5:
+        pool.append(prediction)
+    return prediction, rng.choices(pool, k=rng.choice([2, 3, 5, 10, 10, 10]))
+
+
+CASES = 3000
+
+
+def test_each_processing_step_matches_the_official_code_on_generated_answers() -> None:
+    rng = random.Random(16)
+    official = VQAEval()
+    for _ in range(CASES):
+        text = _generated(rng)
+        assert process_punctuation(text) == official.processPunctuation(text), repr(text)
+        assert process_digit_article(text) == official.processDigitArticle(text), repr(text)
+        stripped = text.replace("\n", " ").replace("\t", " ").strip()  # the official first step
+        assert strip_whitespace(text) == stripped, repr(text)
+        assert normalize_answer(text) == official.processDigitArticle(official.processPunctuation(stripped))
+
+
+def test_vqa_score_matches_the_official_loops_on_generated_questions() -> None:
+    rng = random.Random(2021)
+    for _ in range(CASES):
+        prediction, answers = _question(rng)
+        assert vqa_score(prediction, answers, "vqa2021") == official_2021(prediction, answers), (prediction, answers)
+        legacy = vqa_score(prediction, answers, "vqa-legacy")
+        assert legacy == official_legacy(prediction, answers), (prediction, answers)
 
 
 # Answers that the processing steps treat differently: case, punctuation, number words,
 # articles, contractions, whitespace, digit commas.
 PIECES = ["yes", "Yes", "YES.", "no", "2", "two", "Two", "none", "0", "the dog", "a Dog", "dog", "dog.",
-          "red/white", "red / white", "red white", "dont", "don't", "1,000", "1000", " yes", "yes\t", "no\n"]
-FREE_TEXT = st.text(alphabet=st.sampled_from("aAyes 2,./'\n\t"), max_size=8)
+          "red/white", "red / white", "red white", "dont", "don't", "1,000", "1000", " yes", "yes\t", "no\n",
+          "t-shirt", "t shirt", "yes!"]
+FREE_TEXT = st.text(alphabet=st.sampled_from("aAyes 2,./'-!:\n\t"), max_size=8)
 ANSWER = st.one_of(st.sampled_from(PIECES), FREE_TEXT)
 
 
 @given(ANSWER, st.lists(ANSWER, min_size=2, max_size=10))
 def test_the_default_agrees_with_the_official_2021_loop(prediction: str, answers: list[str]) -> None:
-    assert vqa_score(prediction, answers) == pytest.approx(_official_2021(prediction, answers))
+    assert vqa_score(prediction, answers) == pytest.approx(official_2021(prediction, answers))
 
 
 @given(ANSWER, st.lists(ANSWER, min_size=2, max_size=10))
 def test_vqa_legacy_agrees_with_the_official_pre_2021_loop(prediction: str, answers: list[str]) -> None:
     legacy = vqa_score(prediction, answers, "vqa-legacy")
-    assert legacy == pytest.approx(_official_legacy(prediction, answers))
+    assert legacy == pytest.approx(official_legacy(prediction, answers))
 
 
 @given(st.sampled_from(PIECES), st.integers(1, 9), st.sampled_from(PIECES))
 def test_both_loops_agree_on_ten_answer_questions(prediction: str, k: int, other: str) -> None:
     # The VQAv2 shape: ten answers, k of one kind; both oracles and both variants line up.
     answers = [prediction] * k + [other] * (10 - k)
-    assert vqa_score(prediction, answers, "vqa2021") == pytest.approx(_official_2021(prediction, answers))
+    assert vqa_score(prediction, answers, "vqa2021") == pytest.approx(official_2021(prediction, answers))
     legacy = vqa_score(prediction, answers, "vqa-legacy")
-    assert legacy == pytest.approx(_official_legacy(prediction, answers))
+    assert legacy == pytest.approx(official_legacy(prediction, answers))
 
 
 def test_exact_match_and_choice_accuracy() -> None:

@@ -25,8 +25,8 @@ from rich.console import Console
 
 from idealagent.console import render_report
 from idealagent.errors import InputError
-from idealagent.evaluation.metrics import score
 from idealagent.evaluation.report import read_results, summarize, write_plots
+from idealagent.evaluation.scoring import score
 from idealagent.trace import Round, Sample, SubQA, Trace, Usage, Verdict
 
 HEADER = {
@@ -226,6 +226,20 @@ def test_without_a_baseline_the_table_has_no_baseline_column(tmp_path: Path) -> 
     console = Console(record=True, width=160, color_system=None)
     render_report(summary, console)
     assert "baseline" not in console.export_text()
+
+
+def test_rows_without_a_question_type_get_no_per_type_groups(tmp_path: Path) -> None:
+    rows = list(_rows().values())
+    untyped = summarize(*read_results([_write(tmp_path / "u.jsonl", HEADER,
+                                              [dict(row, question_type=None) for row in rows])]))
+    assert untyped["by_type"] == {}  # one group would only repeat "overall"
+    console = Console(record=True, width=160, color_system=None)
+    render_report(untyped, console)
+    assert "(no type)" not in console.export_text()
+    # Some typed, some not: the untyped ones get a group of their own.
+    mixed = [dict(row, question_type=None) if row["id"] == "1" else row for row in rows]
+    by_type = summarize(*read_results([_write(tmp_path / "m.jsonl", HEADER, mixed)]))["by_type"]
+    assert list(by_type) == ["(no type)", "number", "yes/no"] and by_type["(no type)"]["n"] == 1
 
 
 def test_write_plots_makes_four_pngs(shards: list[Path], tmp_path: Path) -> None:

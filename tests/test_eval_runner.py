@@ -13,8 +13,16 @@ from idealagent.errors import InputError
 from idealagent.evaluation.baseline import baseline_question, read_reply
 from idealagent.evaluation.items import EvalItem
 from idealagent.evaluation.results import read_existing
-from idealagent.evaluation.runner import expected_settings, parse_shard, prepare_eval, run_eval
+from idealagent.evaluation.runner import (
+    expected_settings,
+    final_choice_index,
+    parse_shard,
+    prepare_eval,
+    result_row,
+    run_eval,
+)
 from idealagent.presets import load_preset
+from idealagent.trace import Trace
 from tests import eval_fake_preset
 
 N_ITEMS = 30
@@ -231,3 +239,20 @@ def test_the_baseline_question_carries_the_options_and_the_reply_maps_back() -> 
     assert '"Which one?"' in entailment and "C) contradiction" in entailment
     assert baseline_question(item("open")) == "Which one?"
     assert read_reply(item("open"), "A cat.\nIt sits.") == ("A cat", None)
+
+
+def test_the_row_takes_the_final_choice_from_the_trace_and_matches_only_old_traces() -> None:
+    item = EvalItem(id="1", image="x.png", question="How many?", kind="multiple_choice", choices=["3.", "3"],
+                    answers=["3."], gold_index=0, metric="choice")
+    header = {"benchmark": "fixture", "split": "test"}
+    # The loop kept option 0, whose text is "3."; matching that text would give "3" (index 1).
+    trace = Trace(sample=item.to_sample(), answer="3.", choice_index=0, stop_reason="confident")
+    row = result_row(item, trace, header, None)
+    assert (row["choice_index"], row["score"]) == (0, 1.0)
+    # A trace written before Trace.choice_index existed has no such key: its answer is matched,
+    # with the old (here wrong) result. A new trace that names no option keeps None.
+    old = trace.model_dump(mode="json")
+    del old["choice_index"]
+    assert final_choice_index(Trace.model_validate(old)) == 1
+    assert result_row(item, Trace.model_validate(old), header, None)["score"] == 0.0
+    assert final_choice_index(trace.model_copy(update={"choice_index": None})) is None

@@ -112,6 +112,35 @@ def test_the_package_has_no_import_cycles() -> None:
     assert not found, "import cycles:\n" + "\n".join(described)
 
 
+def test_the_core_does_not_import_the_evaluation_package() -> None:
+    """Evaluation depends on the core, never the reverse: only the evaluation package itself and
+    the CLI may import it (at module level, in a function, or for type checkers alike)."""
+    found = modules()
+    evaluation = f"{PACKAGE}.evaluation"
+    allowed = (evaluation, f"{PACKAGE}.cli")
+
+    def inside(name: str, package: str) -> bool:
+        return name == package or name.startswith(package + ".")
+
+    offenders = {}
+    for name, path in found.items():
+        if any(inside(name, package) for package in allowed):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        named = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                parts = package.split(".")
+                anchor = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
+                base = ".".join(part for part in (anchor, node.module or "") if part)
+                named |= {f"{base}.{alias.name}" for alias in node.names}
+        bad = sorted(target for target in named if inside(target, evaluation))
+        if bad:
+            offenders[name] = bad
+    assert not offenders, f"the core imports the evaluation package: {offenders}"
+
+
 def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path: Path) -> None:
     """The check itself works: a cycle closed only by an import inside a function is found,
     one closed only under TYPE_CHECKING is not."""

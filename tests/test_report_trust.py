@@ -25,20 +25,17 @@ from rich.console import Console
 
 import idealagent.evaluation.report as report
 from idealagent.console import render_report
-from idealagent.evaluation.metrics import (
+from idealagent.evaluation.loop_stats import answer_sources, exemplar_echo, loop_changes, split_sentences
+from idealagent.evaluation.report import exemplar_sentences, read_results, summarize
+from idealagent.evaluation.trust import (
     accuracy_at_coverage,
-    answer_sources,
     area_under_risk_coverage,
     auroc,
     brier_score,
-    exemplar_echo,
-    loop_changes,
     mcnemar_p,
     paired_comparison,
     risk_coverage,
-    split_sentences,
 )
-from idealagent.evaluation.report import exemplar_sentences, read_results, summarize
 from idealagent.trace import DirectAnswer, Round, Sample, SubQA, Trace, Verdict
 from tests.test_cli import invoke
 from tests.test_eval_report import HEADER, _write

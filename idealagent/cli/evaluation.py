@@ -38,7 +38,6 @@ from idealagent.cli.options import (
 from idealagent.console import plural
 from idealagent.errors import InfrastructureError, InputError, ModelLoadError
 from idealagent.evaluation import runner
-from idealagent.evaluation.metrics import DEFAULT_VQA_METRIC
 from idealagent.evaluation.runner import (
     EvalResult,
     expected_settings,
@@ -46,6 +45,7 @@ from idealagent.evaluation.runner import (
     prepare_eval,
     progress_line,
 )
+from idealagent.evaluation.scoring import DEFAULT_VQA_METRIC
 
 # Seconds between progress lines when stderr is not a terminal: often enough for a batch job's
 # log to show it is alive, rarely enough to stay readable.

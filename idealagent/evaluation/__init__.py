@@ -14,11 +14,9 @@ _EXPORTS = {
          "load_benchmark"],
         "datasets",
     ),
-    **dict.fromkeys(
-        ["normalize_answer", "vqa_score", "exact_match", "choice_accuracy", "score",
-         "expected_calibration_error", "accuracy_at_coverage", "agent_stats"],
-        "metrics",
-    ),
+    **dict.fromkeys(["vqa_score", "exact_match", "choice_accuracy", "score"], "scoring"),
+    **dict.fromkeys(["expected_calibration_error", "accuracy_at_coverage"], "trust"),
+    **dict.fromkeys(["agent_stats"], "loop_stats"),
     **dict.fromkeys(["read_results", "summarize", "write_plots"], "report"),
 }
 

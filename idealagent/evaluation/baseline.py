@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from idealagent.answerers import answer_each, tokens_of
 from idealagent.direct import direct_question, read_direct_reply
 from idealagent.errors import IdealAgentError, failure_kind, one_line
-from idealagent.evaluation.metrics import DEFAULT_VQA_METRIC
+from idealagent.evaluation.scoring import DEFAULT_VQA_METRIC, score
 from idealagent.images import load_image
 
 if TYPE_CHECKING:
@@ -39,8 +39,6 @@ class BaselineResult:
 
     def to_json(self, item: EvalItem, *, vqa_metric: str = DEFAULT_VQA_METRIC) -> dict[str, Any]:
         """The ``baseline`` field of a results line, scored like the agent's answer."""
-        from idealagent.evaluation.metrics import score
-
         failed = self.error is not None
         return {
             "prediction": self.prediction, "choice_index": self.choice_index,

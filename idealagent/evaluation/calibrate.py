@@ -14,9 +14,9 @@ from typing import Any
 
 from idealagent.calibration import Calibration, CandidateKind, Example, Method, fit
 from idealagent.errors import InputError
-from idealagent.evaluation.metrics import score
 from idealagent.evaluation.results import header_field
 from idealagent.evaluation.rows import is_failed
+from idealagent.evaluation.scoring import score
 
 
 def labelled_candidates(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[CandidateKind, list[Example]]:

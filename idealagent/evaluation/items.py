@@ -16,7 +16,7 @@ from typing import Any, Literal
 from idealagent.errors import InputError
 from idealagent.trace import ENTAILMENT_LABELS, TASK_KINDS, YES_NO, Sample, TaskKind
 
-Metric = Literal["vqa", "exact", "choice"]  # how a prediction is scored (see evaluation/metrics.py)
+Metric = Literal["vqa", "exact", "choice"]  # how a prediction is scored (see evaluation/scoring.py)
 METRICS: tuple[str, ...] = ("vqa", "exact", "choice")
 CHOICE_KINDS: tuple[str, ...] = ("multiple_choice", "yes_no", "entailment")
 DEFAULT_LABELS: dict[str, tuple[str, ...]] = {"yes_no": YES_NO, "entailment": ENTAILMENT_LABELS}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from idealagent.errors import InputError, ModelLoadError
-from idealagent.evaluation.metrics import (
+from idealagent.evaluation.trust import (
     accuracy_at_coverage,
     area_under_risk_coverage,
     calibration_bins,

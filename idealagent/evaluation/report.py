@@ -17,20 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from idealagent.errors import InputError
-from idealagent.evaluation.metrics import (
-    accuracy_at_coverage,
-    agent_stats,
-    answer_sources,
-    area_under_risk_coverage,
-    auroc,
-    brier_score,
-    exemplar_echo,
-    expected_calibration_error,
-    loop_changes,
-    paired_comparison,
-    risk_coverage,
-    split_sentences,
-)
+from idealagent.evaluation.loop_stats import agent_stats, answer_sources, exemplar_echo, loop_changes, split_sentences
 from idealagent.evaluation.results import fingerprint_difference, header_field, read_file
 from idealagent.evaluation.rows import (
     agent_scores,
@@ -39,6 +26,15 @@ from idealagent.evaluation.rows import (
     is_failed,
     paired_with_baseline,
     rounds_used,
+)
+from idealagent.evaluation.trust import (
+    accuracy_at_coverage,
+    area_under_risk_coverage,
+    auroc,
+    brier_score,
+    expected_calibration_error,
+    paired_comparison,
+    risk_coverage,
 )
 from idealagent.parsing import is_undecided
 from idealagent.trace import Trace
@@ -117,7 +113,8 @@ def _different_run(first: dict[str, Any], other: dict[str, Any], path: Path, fir
 def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The run's numbers, overall and per question type (JSON-able).
 
-    Failed samples score 0 and have confidence 0. Baseline accuracy appears when the header says
+    ``by_type`` has a group per question type, rows without one under ``NO_TYPE``; it is empty
+    when no row has a type (it would only repeat ``overall``). Failed samples score 0 and have confidence 0. Baseline accuracy appears when the header says
     the run had a baseline; the paired comparison (``vs_baseline``) wherever rows have baseline
     scores. ``warning`` is a sentence when the agent is significantly worse than its baseline
     overall (the bootstrap interval of the difference lies wholly below 0), else None.
@@ -128,8 +125,9 @@ def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[st
     vqa_metric = header_field(header, "vqa_metric")
     sentences = exemplar_sentences()
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_type[row.get("question_type") or NO_TYPE].append(row)
+    if any(row.get("question_type") for row in rows):
+        for row in rows:
+            by_type[row.get("question_type") or NO_TYPE].append(row)
     read = header.get("read", {})
     overall = _group(rows, baseline, vqa_metric, sentences)
     return {

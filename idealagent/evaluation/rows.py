@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from idealagent.errors import InputError
-from idealagent.evaluation.metrics import score
+from idealagent.evaluation.scoring import score
 
 
 def is_row(row: Any) -> bool:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from idealagent.errors import InputError
 from idealagent.evaluation.baseline import BaselineResult, load_images, run_baseline
-from idealagent.evaluation.metrics import DEFAULT_VQA_METRIC, check_vqa_metric
 from idealagent.evaluation.results import (
     ExistingResults,
     ResultsWriter,
@@ -30,6 +29,7 @@ from idealagent.evaluation.results import (
     prompts_sha256,
     read_existing,
 )
+from idealagent.evaluation.scoring import DEFAULT_VQA_METRIC, check_vqa_metric, score
 from idealagent.parsing import match_choice
 from idealagent.trace import Sample, Trace
 
@@ -223,7 +223,7 @@ def prepare_eval(benchmark: str, data_dir: str | Path | None, split: str | None,
 
     ``settings`` are the agent's (``expected_settings`` or ``agent_settings``). ``force``
     starts the results file afresh even if it holds another configuration's results.
-    ``vqa_metric`` is the VQA accuracy variant (``metrics.VQA_METRICS``) the rows are scored with.
+    ``vqa_metric`` is the VQA accuracy variant (``scoring.VQA_METRICS``) the rows are scored with.
     """
     from idealagent.evaluation.datasets import get_benchmark, load_benchmark
 
@@ -357,11 +357,9 @@ def baseline_of(trace: Trace) -> BaselineResult:
 
 def result_row(item: EvalItem, trace: Trace, header: dict[str, Any], baseline: BaselineResult | None) -> dict[str, Any]:
     """One results line: the item, the agent's prediction and score, the baseline, the trace."""
-    from idealagent.evaluation.metrics import score
-
     sample = trace.sample
     prediction = trace.answer
-    choice_index = match_choice(prediction, sample.choices) if sample.choices and prediction is not None else None
+    choice_index = final_choice_index(trace)
     failed = trace.stop_reason == "error"
     error = (trace.error or "the sample failed") if failed else None
     vqa_metric = header_field(header, "vqa_metric")
@@ -377,6 +375,18 @@ def result_row(item: EvalItem, trace: Trace, header: dict[str, Any], baseline: B
         "baseline": baseline.to_json(item, vqa_metric=vqa_metric) if baseline is not None else None,
         "trace": trace.model_dump(mode="json"),
     }
+
+
+def final_choice_index(trace: Trace) -> int | None:
+    """The option the trace's final answer is, as the loop recorded it (``Trace.choice_index``).
+
+    Only a trace written before that field existed (its JSON has no ``choice_index`` key) has
+    its answer matched against the choices again, as the runner used to: matching text can
+    pick the wrong option ("3." among "3." and "3" matches "3"), the loop's record cannot.
+    """
+    if "choice_index" in trace.model_fields_set or not trace.sample.choices or trace.answer is None:
+        return trace.choice_index
+    return match_choice(trace.answer, trace.sample.choices)
 
 
 def _version() -> str:
