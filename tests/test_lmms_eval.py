@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,9 @@ def lmms_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> type:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
     group = "lmms_eval.models"
-    points = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][group]
+    # The table as pyproject.toml writes it (tomllib is Python 3.11+; the package supports 3.10).
+    table = (ROOT / "pyproject.toml").read_text().split(f'[project.entry-points."{group}"]\n')[1].split("\n[")[0]
+    points = dict(line.replace('"', "").split(" = ") for line in table.splitlines() if " = " in line)
     dist = tmp_path / "site" / "idealagent_lmms_probe-0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: idealagent-lmms-probe\nVersion: 0\n")
@@ -107,6 +108,16 @@ def _write_data(folder: Path) -> None:
         for question, choices, gold in MC_DOCS:
             out.write(json.dumps({"question": question, "choices": choices, "answer": gold, "image": "blue.png"})
                       + "\n")
+
+
+def test_the_core_never_imports_the_integrations() -> None:
+    """Only lmms-eval imports idealagent.integrations.lmms_eval; nothing else imports lmms_eval."""
+    from tests.test_import_cycles import graph, modules
+
+    edges = graph()
+    outside = [name for name in edges if not name.startswith("idealagent.integrations")]
+    assert not [name for name in outside if any(t.startswith("idealagent.integrations") for t in edges[name])]
+    assert not [name for name in outside if "lmms_eval" in modules()[name].read_text(encoding="utf-8")]
 
 
 def test_installing_lmms_eval_kept_the_cpu_torch() -> None:
