@@ -75,7 +75,7 @@ def measure(url: str, samples: list, pipeline: bool, batch_size: int | None, all
             "llm": round((stats["busy_s_by_role"].get("questioner", 0) + stats["busy_s_by_role"].get("reasoner", 0))
                          / seconds, 1),
             "vlm": round(stats["busy_s_by_role"].get("vlm", 0) / seconds, 1)},
-        "mean_rounds": round(sum(len(t.rounds) for t in traces) / len(traces), 2),
+        "mean_rounds": round(sum(t.judged_rounds for t in traces) / len(traces), 2),
         "completed": sum(t.answer is not None for t in traces),
         "stop_reasons": {r: sum(t.stop_reason == r for t in traces) for r in sorted({t.stop_reason for t in traces})},
     }

@@ -53,7 +53,7 @@ def run_bench(agent: IdealAgent, items: Sequence[EvalItem], batch_sizes: Sequenc
                     "sub_questions_per_s": round(sum(len(t.sub_questions) for t in traces) / seconds, 2),
                     "llm_output_tokens_per_s": round(sum(u.llm_output_tokens for u in usage) / seconds, 1),
                     "answerer_output_tokens_per_s": round(sum(u.answerer_output_tokens for u in usage) / seconds, 1),
-                    "mean_rounds": round(sum(len(t.rounds) for t in traces) / len(traces), 2),
+                    "mean_rounds": round(sum(t.judged_rounds for t in traces) / len(traces), 2),
                     "failures": sum(t.error is not None for t in traces),
                 }
             else:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from idealagent.trace import Trace
 
 # A finished sample whose answer came from one of these did not end on a confident verdict.
-FALLBACK_STOP_REASONS = frozenset({"questioner_failed", "reasoner_failed", "error"})
+FALLBACK_STOP_REASONS = frozenset({"questioner_failed", "reasoner_failed", "answerer_failed", "error"})
 MIN_EXEMPLAR_WORDS = 4  # shorter exemplar sentences ("Is it red?") are asked for their own sake
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -26,7 +26,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 def is_fallback(trace: Trace) -> bool:
     """Whether a finished trace's answer did not come from the loop's normal course.
 
-    True when the run stopped because a role failed (``questioner_failed``, ``reasoner_failed``)
+    True when the run stopped because a role failed (``questioner_failed``, ``reasoner_failed``,
+    ``answerer_failed``)
     or the sample errored, or when it hit ``max_rounds`` and the answer it kept is the forced
     last round's (the reasoner had to commit). ``max_rounds`` keeping an earlier, unforced verdict
     and ``no_new_questions`` are not fallbacks: those answers were given freely, just below the
@@ -67,7 +68,7 @@ def agent_stats(traces: Sequence[Trace]) -> dict[str, Any]:
     latencies = [t.latency_s for t in traces]
     errored = [t.stop_reason == "error" or t.error is not None for t in traces]
     stats.update(
-        mean_rounds=mean([len(t.rounds) for t in traces]),
+        mean_rounds=mean([t.judged_rounds for t in traces]),
         mean_sub_questions=mean([len(t.sub_questions) for t in traces]),
         stop_reasons=dict(Counter(t.stop_reason or "unfinished" for t in traces).most_common()),
         error_rate=mean([float(e) for e in errored]),

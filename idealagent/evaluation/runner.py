@@ -360,7 +360,9 @@ def result_row(item: EvalItem, trace: Trace, header: dict[str, Any], baseline: B
     sample = trace.sample
     prediction = trace.answer
     choice_index = final_choice_index(trace)
-    failed = trace.stop_reason == "error"
+    # A sample the answerer could not work on (its image rejected, no sub-answer at all) and
+    # that found no candidate is a failure, not a wrong answer: it is never scored.
+    failed = trace.stop_reason == "error" or (trace.stop_reason == "answerer_failed" and prediction is None)
     error = (trace.error or "the sample failed") if failed else None
     vqa_metric = header_field(header, "vqa_metric")
     return {
