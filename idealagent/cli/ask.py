@@ -15,11 +15,12 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.text import Text
 
+from idealagent.calibration import Calibration
 from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
 from idealagent.cli.options import (
+    NOTHING_GIVEN,
     Debug,
     LlmOption,
-    NOTHING_GIVEN,
     LoopOptions,
     PresetOption,
     Verbose,
@@ -28,7 +29,6 @@ from idealagent.cli.options import (
     loop_overrides,
     with_loop_options,
 )
-from idealagent.calibration import Calibration
 from idealagent.console import LiveRun, print_trace, result_panel, stop_reason_text
 from idealagent.errors import IdealAgentError, InputError
 from idealagent.images import load_image

@@ -19,17 +19,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
 from idealagent.cli.options import (
+    NOTHING_GIVEN,
     Debug,
     LlmOption,
-    NOTHING_GIVEN,
     LoopOptions,
     PresetOption,
     Verbose,
     VlmOption,
     flag,
     loop_overrides,
-    with_loop_options,
     setting_option,
+    with_loop_options,
 )
 from idealagent.console import plural
 from idealagent.errors import InfrastructureError, InputError, ModelLoadError
