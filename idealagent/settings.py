@@ -69,8 +69,6 @@ class AgentSettings(BaseModel):
     def _calibration(cls, value: Any) -> Calibration:
         try:
             return resolve(value)  # a file's path or a built-in name becomes the Calibration
-        except SettingError:
-            raise
         except InputError as exc:  # pydantic passes it on as it is: say which setting it is
             raise SettingError("calibration", str(exc)) from None
 
