@@ -367,10 +367,12 @@ def _number(value: float | None) -> str:
 
 
 def run_identity(summary: dict[str, Any]) -> str:
-    """What the numbers are of, beyond the title: models, prompts, library version, VQA metric."""
+    """What the numbers are of, beyond the title: models, calibration, prompts, library version,
+    VQA metric."""
     models = summary.get("models") or {}
     parts = [
         "models " + (", ".join(f"{role} {name}" for role, name in sorted(models.items())) or "of the preset"),
+        f"calibration {summary.get('calibration') or '—'}",
         f"prompts {summary.get('prompts_sha256') or '—'}",
         f"idealagent {summary.get('idealagent_version') or '—'}",
         f"VQA metric {summary.get('vqa_metric') or '—'}",

@@ -10,7 +10,9 @@ endpoint backends share, needing only the ``openai`` client (not langchain-opena
   non-JSON body raises ``ModelOutputError``; an unreachable or unauthorised one
   ``ServiceDownError``, and one still overloaded after every try ``InfrastructureError``
   (neither is ever a result).
-- ``Endpoint`` and ``endpoint_from_env``: where a role's model is served, from the environment.
+- ``Endpoint``: where a role's model is served and how to talk to it, the options both
+  backends' constructors take, declared and checked once; ``endpoint_from_env`` reads one from
+  the environment.
 
 The chat model is ``idealagent.llms.openai.EndpointChatModel``; the answerer
 ``idealagent.answerers.openai.OpenAIAnswerer``; the preset ``openai`` in idealagent/presets.py.
@@ -44,7 +46,7 @@ import os
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -231,38 +233,54 @@ class LogprobsSwitch:
         return True
 
 
-def check_endpoint(*, model: str, base_url: str, max_concurrency: int, timeout: float, attempts: int,
-                   max_tokens: int) -> None:
-    """Raise InputError for an endpoint setting that cannot work."""
-    if not model or not model.strip():
-        raise InputError("no model name given for the endpoint; pass the name the server serves")
-    if not base_url.startswith(("http://", "https://")):
-        raise InputError(f"base URL {base_url!r} must start with http:// or https:// (e.g. http://host:8000/v1)")
-    if max_concurrency < 1 or attempts < 1 or max_tokens < 1:
-        raise InputError("max_concurrency, attempts and max_tokens must be at least 1")
-    if timeout <= 0:
-        raise InputError(f"timeout must be positive, got {timeout}")
-
-
 # -- configuration from the environment -------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a role's model is served and how to talk to it."""
+    """Where a role's model is served and how to talk to it: the options both endpoint backends
+    take (``OpenAIAnswerer`` and ``make_chat_model`` pass these keywords on), checked when made."""
 
-    base_url: str
-    model: str
+    base_url: str  # the server's OpenAI API root, e.g. http://gpu-box:8000/v1
+    model: str  # the served model's name
     api_key: str = field(default=LOCAL_API_KEY, repr=False)  # never in a repr, a log or a trace
-    max_concurrency: int = 16
-    timeout: float = 60.0
-    attempts: int = 5
-    max_tokens: int = 512
-    retry_initial_wait: float = 0.5
+    max_concurrency: int = 16  # most requests in flight at once
+    timeout: float = 60.0  # seconds one request may take
+    attempts: int = RetryPolicy.attempts  # tries per request; only transient failures are retried
+    max_tokens: int = 512  # per reply
+    retry_initial_wait: float = RetryPolicy.initial_wait  # seconds before the first retry; it doubles
+    retry_max_wait: float = RetryPolicy.max_wait  # cap on one wait between tries
     logprobs: bool = True  # ask for token log-probabilities
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "api_key", self.api_key or LOCAL_API_KEY)  # "" or None: a local server's
+        if not self.model or not self.model.strip():
+            raise InputError("no model name given for the endpoint; pass the name the server serves")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise InputError(f"base URL {self.base_url!r} must start with http:// or https:// "
+                             "(e.g. http://host:8000/v1)")
+        if self.max_concurrency < 1 or self.attempts < 1 or self.max_tokens < 1:
+            raise InputError("max_concurrency, attempts and max_tokens must be at least 1")
+        if self.timeout <= 0:
+            raise InputError(f"timeout must be positive, got {self.timeout}")
+        if self.retry_initial_wait < 0 or self.retry_max_wait < 0:
+            raise InputError("retry_initial_wait and retry_max_wait must not be negative")
 
-def endpoint_from_env(prefix: str = LLM_PREFIX, *, model: str | None = None, max_tokens: int = 512,
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry settings as one value."""
+        return RetryPolicy(self.attempts, self.retry_initial_wait, self.retry_max_wait)
+
+
+ENDPOINT_OPTIONS = frozenset(spec.name for spec in fields(Endpoint))
+
+
+def endpoint_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Take ``Endpoint``'s keywords out of ``options`` (what is left is the backend's own)."""
+    return {name: options.pop(name) for name in ENDPOINT_OPTIONS & set(options)}
+
+
+def endpoint_from_env(prefix: str = LLM_PREFIX, *, model: str | None = None, max_tokens: int = Endpoint.max_tokens,
                       environ: Mapping[str, str] | None = None) -> Endpoint:
     """The endpoint described by ``<prefix>_*`` variables (see the module docstring); ``model``
     replaces the served model's name."""
@@ -297,17 +315,16 @@ def endpoint_from_env(prefix: str = LLM_PREFIX, *, model: str | None = None, max
             return False
         raise InputError(f"{prefix}_{name} = {raw!r} is not 0 or 1; fix or unset it")
 
-    endpoint = Endpoint(
+    retry_wait = number("RETRY_WAIT", float, Endpoint.retry_initial_wait)
+    if retry_wait < 0:
+        raise InputError(f"{prefix}_RETRY_WAIT must not be negative, got {retry_wait}")
+    return Endpoint(
         base_url=base_url, model=model, api_key=api_key,
-        max_concurrency=number("MAX_CONCURRENCY", int, 16), timeout=number("TIMEOUT", float, 60.0),
-        attempts=number("ATTEMPTS", int, 5), max_tokens=number("MAX_TOKENS", int, max_tokens, fallback=False),
-        retry_initial_wait=number("RETRY_WAIT", float, 0.5), logprobs=switch("LOGPROBS"),
+        max_concurrency=number("MAX_CONCURRENCY", int, Endpoint.max_concurrency),
+        timeout=number("TIMEOUT", float, Endpoint.timeout), attempts=number("ATTEMPTS", int, Endpoint.attempts),
+        max_tokens=number("MAX_TOKENS", int, max_tokens, fallback=False), retry_initial_wait=retry_wait,
+        logprobs=switch("LOGPROBS"),
     )
-    check_endpoint(**{k: v for k, v in vars(endpoint).items()
-                      if k not in ("api_key", "retry_initial_wait", "logprobs")})
-    if endpoint.retry_initial_wait < 0:
-        raise InputError(f"{prefix}_RETRY_WAIT must not be negative, got {endpoint.retry_initial_wait}")
-    return endpoint
 
 
 def is_openai_api(base_url: str) -> bool:

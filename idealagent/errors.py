@@ -1,6 +1,7 @@
 """The error hierarchy. The loop and the CLI decide what to do by type.
 
-- ``InputError``: the user's arguments are wrong (CLI exit code 2).
+- ``InputError``: the user's arguments are wrong (CLI exit code 2); a ``SettingError`` names
+  the loop setting it refuses.
 - ``ImageError``: an image cannot be found, fetched or decoded (exit code 1; in a batch, that
   sample fails and the others go on).
 - ``ModelLoadError``: weights or an optional package are missing (exit code 1).
@@ -33,6 +34,15 @@ class InputError(IdealAgentError):
     """An argument is invalid: empty question, too few choices, threshold out of range..."""
 
     exit_code = 2
+
+
+class SettingError(InputError):
+    """A loop setting's value is refused: ``setting`` names it, ``problem`` says why, so the
+    CLI can name the flag the user typed instead."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting, self.problem = setting, problem
 
 
 class ImageError(IdealAgentError):

@@ -11,6 +11,7 @@ import difflib
 import json
 import re
 import string
+from collections.abc import Iterator
 from typing import Any
 
 _NUMBERING = re.compile(
@@ -70,6 +71,45 @@ def _truncated_object(text: str, start: int, tries: int = 4) -> dict[str, Any] |
     at one of its last commas (dropping a member that was cut off halfway)."""
     stack: list[str] = []
     cuts: list[tuple[int, str]] = []  # (cut position, closers needed there)
+    cut_in_string = False
+    for i, ch in _structure(text, start):
+        if ch == '"':
+            cut_in_string = True  # the text ends inside a string
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+        elif ch in "}]":
+            if not stack or stack.pop() != ch:
+                return None  # not one JSON value
+            if not stack:
+                return None  # it closed: not truncated (and _balanced_object rejected it)
+        else:  # a comma
+            cuts.append((i, "".join(reversed(stack))))
+    candidates = [] if cut_in_string else [text[start:].rstrip().rstrip(",:") + "".join(reversed(stack))]
+    candidates += [text[start:cut] + closers for cut, closers in reversed(cuts[-tries:])]
+    for candidate in candidates:
+        value = _loads_object(candidate)
+        if value is not None:
+            return value
+    return None
+
+
+def _balanced_object(text: str, start: int) -> str | None:
+    """The text of the ``{...}`` that opens at ``start``, up to the brace that closes it, or None."""
+    depth = 0
+    for i, ch in _structure(text, start):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : i + 1]
+    return None
+
+
+def _structure(text: str, start: int) -> Iterator[tuple[int, str]]:
+    """The brackets and commas of JSON-like text from ``start``, with their positions, skipping
+    what is inside strings (escapes included); a string still open at the end yields one last
+    ``(len(text), '"')``."""
     in_string = escaped = False
     for i in range(start, len(text)):
         ch = text[i]
@@ -82,44 +122,10 @@ def _truncated_object(text: str, start: int, tries: int = 4) -> dict[str, Any] |
                 in_string = False
         elif ch == '"':
             in_string = True
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]":
-            if not stack or stack.pop() != ch:
-                return None  # not one JSON value
-            if not stack:
-                return None  # it closed: not truncated (and _balanced_object rejected it)
-        elif ch == ",":
-            cuts.append((i, "".join(reversed(stack))))
-    candidates = [] if in_string else [text[start:].rstrip().rstrip(",:") + "".join(reversed(stack))]
-    candidates += [text[start:cut] + closers for cut, closers in reversed(cuts[-tries:])]
-    for candidate in candidates:
-        value = _loads_object(candidate)
-        if value is not None:
-            return value
-    return None
-
-
-def _balanced_object(text: str, start: int) -> str | None:
-    depth, in_string, escaped = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start : i + 1]
-    return None
+        elif ch in "{}[],":
+            yield i, ch
+    if in_string:
+        yield len(text), '"'
 
 
 def message_text(message: Any) -> str:

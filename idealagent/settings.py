@@ -13,17 +13,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from idealagent.calibration import Calibration, resolve
-from idealagent.errors import InputError
+from idealagent.errors import InputError, SettingError
 
 StructuredMode = Literal["auto", "on", "off"]
 
 
-def _setting(default: Any, help: str, *, flag: str | None = None, fingerprint: bool = True,
-             **checks: Any) -> Any:
-    """A settings field: ``flag`` is its command-line option (None: not on the command line);
-    ``fingerprint`` says whether results made under other values are comparable."""
-    return Field(default, description=help, json_schema_extra={"flag": flag, "fingerprint": fingerprint},
-                 **checks)
+def _setting(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
+             fingerprint: bool = True, **checks: Any) -> Any:
+    """A settings field: ``flag`` is its command-line option (None: not on the command line) and
+    ``metavar`` what its help shows it takes (None: from its type); ``fingerprint`` says whether
+    results made under other values are comparable."""
+    extra = {"flag": flag, "metavar": metavar, "fingerprint": fingerprint}
+    return Field(default, description=help, json_schema_extra=extra, **checks)
 
 
 class AgentSettings(BaseModel):
@@ -47,10 +48,11 @@ class AgentSettings(BaseModel):
     calibration: Calibration = _setting(
         Calibration(), "How signals become the confidence the threshold applies to: a file from "
         "`idealagent calibrate`, default (a fixed combination) or stated (the reasoner's stated "
-        "confidence alone).", flag="--calibration")
-    votes: int = _setting(0, "Sample the reasoner this many more times (temperature vote_temperature); "
-                          "the share agreeing with its answer is a signal.", flag="--votes", ge=0, le=16)
-    vote_temperature: float = _setting(0.7, "Sampling temperature of the --votes replies.", gt=0.0, le=2.0)
+        "confidence alone).", flag="--calibration", metavar="FILE|default|stated")
+    votes: int = _setting(0, "Sample the reasoner this many more times (at the vote temperature); the "
+                          "share agreeing with its answer is a signal.", flag="--votes", ge=0, le=16)
+    vote_temperature: float = _setting(0.7, "Sampling temperature of the --votes replies.",
+                                       flag="--vote-temperature", gt=0.0, le=2.0)
     batch_size: int = _setting(8, "Samples the agent runs together.", fingerprint=False, ge=1)
     pipeline: bool = _setting(
         True, "Move each sample on as soon as its own step returns (off: one call per step for the whole "
@@ -65,7 +67,10 @@ class AgentSettings(BaseModel):
     @field_validator("calibration", mode="before")
     @classmethod
     def _calibration(cls, value: Any) -> Calibration:
-        return resolve(value)  # a file's path or a built-in name becomes the Calibration
+        try:
+            return resolve(value)  # a file's path or a built-in name becomes the Calibration
+        except InputError as exc:  # pydantic passes it on as it is: say which setting it is
+            raise SettingError("calibration", str(exc)) from None
 
     @classmethod
     def of(cls, **values: Any) -> AgentSettings:
@@ -80,7 +85,10 @@ class AgentSettings(BaseModel):
         except ValidationError as exc:
             error = exc.errors()[0]
             name = ".".join(str(part) for part in error["loc"])
-            raise InputError(f"{name}: {error['msg'].lower()}, got {error.get('input')!r}") from None
+            given = error.get("input")
+            if isinstance(given, float) and given.is_integer():
+                given = int(given)  # the command line reads --threshold 2 as 2.0: show what was typed
+            raise SettingError(name, f"{error['msg'].lower()}, got {given!r}") from None
 
     def replace(self, **values: Any) -> AgentSettings:
         """A copy with some settings changed (None leaves one as it is), checked again."""
@@ -95,11 +103,18 @@ class AgentSettings(BaseModel):
         return {name: value for name, value in self.record().items() if FIELD_FINGERPRINT[name]}
 
 
-FIELD_FINGERPRINT: dict[str, bool] = {
-    name: bool((field.json_schema_extra or {}).get("fingerprint", True))  # type: ignore[union-attr]
-    for name, field in AgentSettings.model_fields.items()
-}
-FIELD_FLAGS: dict[str, str] = {
-    name: flag for name, field in AgentSettings.model_fields.items()
-    if (flag := (field.json_schema_extra or {}).get("flag"))  # type: ignore[union-attr]
-}
+def setting_meta(model: type[BaseModel], key: str, default: Any = None) -> dict[str, Any]:
+    """``key`` of each field's ``_setting`` metadata (``flag``, ``metavar``, ``fingerprint``),
+    by field name; ``default`` where a field has none."""
+    return {name: (field.json_schema_extra or {}).get(key, default)  # type: ignore[union-attr]
+            for name, field in model.model_fields.items()}
+
+
+def setting_flags(model: type[BaseModel]) -> dict[str, str]:
+    """The fields that have a command-line option, and its flag (``--a/--no-a`` for a switch)."""
+    return {name: flag for name, flag in setting_meta(model, "flag").items() if flag}
+
+
+FIELD_FINGERPRINT: dict[str, bool] = {name: bool(value) for name, value
+                                      in setting_meta(AgentSettings, "fingerprint", True).items()}
+FIELD_FLAGS: dict[str, str] = setting_flags(AgentSettings)

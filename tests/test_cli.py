@@ -163,13 +163,16 @@ def test_a_failing_answerer_is_logged_in_one_line_and_exits_1(script: Script) ->
     [
         (["   "], ["question is empty"]),
         (["Which?", "--choice", "cat"], ["at least 2"]),
-        (["Which?", "--threshold", "1.5"], ["threshold"]),
-        (["Which?", "--max-rounds", "0"], ["max_rounds"]),
-        (["Which?", "--max-sub-questions", "9"], ["max_sub_questions"]),
+        # The flag the user typed, not the setting's name in Python.
+        (["Which?", "--threshold", "2"], ["error: --threshold: input should be less than or equal to 1, got 2"]),
+        (["Which?", "--max-rounds", "0"], ["error: --max-rounds: input should be greater than or equal to 1"]),
+        (["Which?", "--max-sub-questions", "9"], ["error: --max-sub-questions: "]),
+        (["Which?", "--vote-temperature", "0"], ["error: --vote-temperature: input should be greater than 0"]),
+        (["Which?", "--calibration", "nofile"], ["error: --calibration: no calibration file nofile", "stated"]),
         (["Which?", "--preset", "huge"], ["huge", "scripted", "tiny"]),
         (["Which?", "--kind", "essay"], ["essay", "open", "multiple_choice", "yes_no", "entailment"]),
         (["Which?", "--kind", "open", "-c", "a", "-c", "b"], ["no choices"]),
-        (["Which?", "--structured", "maybe"], ["structured", "'auto', 'on' or 'off'", "'maybe'"]),
+        (["Which?", "--structured", "maybe"], ["--structured: ", "'auto', 'on' or 'off'", "'maybe'"]),
     ],
 )
 def test_bad_arguments_exit_2_before_any_model_loads(script: Script, args, fragments) -> None:

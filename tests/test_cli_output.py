@@ -11,16 +11,18 @@ import socket
 from pathlib import Path
 
 import pytest
+import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
 import idealagent
 import idealagent.presets
 from idealagent.cli import app
+from idealagent.cli.options import NOTHING_GIVEN, LoopOptions, with_loop_options
 from idealagent.console import LiveRun
 from idealagent.errors import ServiceDownError
 from idealagent.presets import Preset
-from idealagent.settings import FIELD_FLAGS, AgentSettings
+from idealagent.settings import FIELD_FLAGS, AgentSettings, _setting
 from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel
 from idealagent.trace import Round, Sample, SubQA, Trace, Verdict
 from tests.conftest import sub_questions, verdict
@@ -83,6 +85,44 @@ def test_loop_options_come_from_the_settings_model(command: str) -> None:
     assert text.count("[default: (from the preset)]") >= len(FIELD_FLAGS)
 
 
+@pytest.mark.parametrize("command", ["ask", "chat", "eval", "bench"])
+def test_every_flag_of_the_settings_is_in_the_help(command: str) -> None:
+    text = run(command, "--help", columns=200).stdout
+    for flag in FIELD_FLAGS.values():
+        assert re.search(rf"{re.escape(flag.split('/')[0])}\s", text), (command, flag)
+    # What --calibration takes besides a file; no help names a setting only Python knows.
+    assert re.search(r"--calibration\s+FILE\|default\|stated\s", text)
+    assert "vote_temperature" not in text and "--vote-temperature" in text
+
+
+class WithZoom(AgentSettings):
+    """Settings as a branch might extend them: one new field with a flag."""
+
+    zoom_levels: int = _setting(0, "How many times to zoom in.", flag="--zoom-levels", ge=0)
+
+
+def test_a_setting_given_a_flag_becomes_an_option_with_no_other_edit() -> None:
+    seen: list[dict] = []
+
+    def command(preset: str = "tiny", loop: LoopOptions = NOTHING_GIVEN, verbose: bool = False) -> None:
+        seen.append({"preset": preset, **loop})
+
+    one = typer.Typer()
+    one.command()(with_loop_options(command, WithZoom))
+    result = CliRunner().invoke(one, ["--zoom-levels", "2", "--threshold", "0.5"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert seen == [{"preset": "tiny", "zoom_levels": 2, "confidence_threshold": 0.5}]  # not given: absent
+    text = CliRunner().invoke(one, ["--help"], env={"COLUMNS": "200", "NO_COLOR": "1"}).stdout
+    assert re.search(r"--zoom-levels\s+N\s+How many times to zoom in\.", text)
+    assert all(flag.split("/")[0] in text for flag in FIELD_FLAGS.values())
+
+    def clashing(confidence_threshold: float = 0.5, loop: LoopOptions = NOTHING_GIVEN) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="confidence_threshold"):  # two options by one name: our bug
+        with_loop_options(clashing)
+
+
 def test_version_prints_the_package_version() -> None:
     result = run("--version")
     assert result.exit_code == 0
@@ -103,6 +143,9 @@ def test_presets_fit_80_columns_and_keep_each_setting_whole() -> None:
             assert f"{key}={value}" in result.stdout  # not broken across lines
         for role, model in preset.models.items():
             assert f"{role}: {model}" in result.stdout
+    # Every preset shows every setting some preset sets: tiny's batch size too (the default).
+    tiny = result.stdout.split("tiny  pip install")[1]
+    assert f"batch_size={AgentSettings().batch_size}" in tiny and "max_rounds=2" in tiny
 
 
 # -- one line for an unreachable server -------------------------------------------------------------

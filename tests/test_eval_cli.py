@@ -96,7 +96,7 @@ def test_without_a_terminal_progress_lines_follow_the_clock(tmp_path: Path, buil
         (["eval", "easy-vqa", "--out", "r.jsonl", "--shard", "x"], ["--shard"]),
         (["eval", "easy-vqa", "--out", "r.jsonl", "--split", "dev"], ["no split", "test", "train"]),
         (["eval", "easy-vqa", "--out", "r.jsonl", "--limit", "0"], ["--limit"]),
-        (["eval", "easy-vqa", "--out", "r.jsonl", "--threshold", "2"], ["threshold"]),
+        (["eval", "easy-vqa", "--out", "r.jsonl", "--threshold", "2"], ["--threshold: ", "got 2"]),
         (["eval", "easy-vqa", "--out", "r.jsonl", "--batch-size", "0"], ["--batch-size"]),
         (["eval", "easy-vqa", "--out", "r.jsonl", "--preset", "huge"], ["unknown preset", "huge"]),
     ],
@@ -154,7 +154,10 @@ def test_report_renders_a_table_next_to_the_first_file_by_default(tmp_path: Path
     result = invoke("report", str(out))
     assert result.exit_code == 0, result.output
     assert "baseline" in result.stdout.lower() and "summary.json" in result.stdout
-    assert json.loads((tmp_path / "r.report" / "summary.json").read_text())["overall"]["n"] == 6
+    summary = json.loads((tmp_path / "r.report" / "summary.json").read_text())
+    assert summary["overall"]["n"] == 6
+    # Which calibration the numbers were made under, even where the preset names no models.
+    assert summary["calibration"] == "stated" and "calibration stated" in result.stdout  # the fake preset's
     assert_one_error_line(invoke("report", str(tmp_path / "none.jsonl")), 2, "none.jsonl")
 
 
@@ -266,6 +269,8 @@ def test_calibrate_fits_on_a_run_and_eval_applies_the_file(tmp_path: Path, build
     header, rows = read_lines(test)
     assert header["settings"]["calibration"]["method"] == "logistic"
     assert all(row["trace"]["settings"]["calibration"]["fits"] == saved["fits"] for row in rows)
+    report = invoke("report", str(test), "--json")
+    assert json.loads(report.stdout)["calibration"] == "logistic (train.jsonl)"
     for row in rows:  # every final answer is its most confident candidate
         trace = row["trace"]
         calibrated = [v["calibrated"] for r in trace["rounds"] if (v := r["verdict"]) and v["answer"]]

@@ -32,6 +32,7 @@ from idealagent.trace import Round, Sample, SubQA, Trace, Usage, Verdict
 HEADER = {
     "format": 1, "benchmark": "vqav2", "split": "val", "preset": "openai",
     "settings": {"max_rounds": 3, "confidence_threshold": 0.7, "max_sub_questions": 2,
+                 "calibration": {"method": "stated", "fits": {}, "fitted_on": {}},
                  "models": {"llm": "served-llm", "vlm": "served-vlm"}}, "seed": 0,
     "limit": 6, "shard": [0, 2], "baseline": True, "vqa_metric": "vqa2021",
     "prompts_sha256": "0123456789abcdef", "idealagent_version": "0.1.0", "started": "2025-01-01T00:00:00",
@@ -203,7 +204,8 @@ def test_render_report_shows_agent_and_baseline_side_by_side(shards: list[Path])
     assert "1.50 / 2.00" in text  # rounds / sub-questions
     assert "confident 2" in text and "fallback rate" in text
     assert "2 file(s) · 6 samples · 1 unreadable line(s) skipped · 1 repeated id(s) ignored" in text
-    assert ("models llm served-llm, vlm served-vlm · prompts 0123456789abcdef · idealagent 0.1.0 · "
+    assert ("models llm served-llm, vlm served-vlm · calibration stated · prompts 0123456789abcdef · "
+            "idealagent 0.1.0 · "
             "VQA metric vqa2021") in text
 
 
@@ -211,11 +213,14 @@ def test_the_summary_names_what_the_numbers_are_of(shards: list[Path], tmp_path:
     summary = summarize(*read_results(shards))
     assert summary["models"] == {"llm": "served-llm", "vlm": "served-vlm"}
     assert summary["vqa_metric"] == "vqa2021" and summary["prompts_sha256"] == "0123456789abcdef"
-    assert summary["idealagent_version"] == "0.1.0"
+    assert summary["idealagent_version"] == "0.1.0" and summary["calibration"] == "stated"
     # A file from before the metric choice was scored with the old processing, and says so.
     old = {k: v for k, v in HEADER.items() if k not in ("vqa_metric", "prompts_sha256")}
     old_summary = summarize(*read_results([_write(tmp_path / "old.jsonl", old, [_rows()["1"]])]))
     assert old_summary["vqa_metric"] == "vqa-legacy" and old_summary["prompts_sha256"] is None
+    no_calibration = dict(HEADER, settings={k: v for k, v in HEADER["settings"].items() if k != "calibration"})
+    assert summarize(*read_results([_write(tmp_path / "older.jsonl", no_calibration, [_rows()["1"]])]))[
+        "calibration"] is None  # written before the settings held one: not guessed
 
 
 def test_without_a_baseline_the_table_has_no_baseline_column(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import random
@@ -18,7 +19,7 @@ from idealagent import IdealAgent, Sample
 from idealagent.answerers import Answerer
 from idealagent.answerers.openai import OpenAIAnswerer
 from idealagent.errors import InfrastructureError, InputError, ModelOutputError, ServiceDownError
-from idealagent.endpoints import endpoint_from_env
+from idealagent.endpoints import Endpoint, RetryPolicy, endpoint_from_env
 from idealagent.llms.openai import EndpointChatModel, chat_model_from_env, make_chat_model
 from idealagent.presets import build_openai_preset
 from idealagent.roles import Questioner
@@ -391,6 +392,25 @@ def test_bad_settings_are_input_errors(env):
         make_chat_model("m", "localhost:8000/v1")
     with pytest.raises(InputError, match="at least 1"):
         OpenAIAnswerer("m", "http://vlm:8000/v1", max_concurrency=0)
+
+
+def test_both_backends_take_the_endpoint_options_declared_once():
+    options = {"max_concurrency": 3, "timeout": 7.0, "attempts": 2, "max_tokens": 9, "retry_initial_wait": 0.1,
+               "retry_max_wait": 0.3, "logprobs": False}
+    # Every Endpoint option but where and what: a new one must be given a value here.
+    assert set(options) == {spec.name for spec in dataclasses.fields(Endpoint)} - {"base_url", "model", "api_key"}
+    llm = make_chat_model("m", "http://h:1/v1", "k", top_p=0.5, **options)  # top_p: ChatOpenAI's own
+    answerer = OpenAIAnswerer("m", "http://h:1/v1", "k", **options)
+    assert llm.retry_policy == answerer.retry == RetryPolicy(2, 0.1, 0.3)
+    assert (llm.max_concurrency, llm.request_timeout, llm.max_tokens, llm.logprobs, llm.top_p) == (3, 7.0, 9, None, 0.5)
+    assert (answerer.max_concurrency, answerer.client.timeout, answerer.max_tokens, answerer.logprobs.on) == (
+        3, 7.0, 9, False)
+    for make in (make_chat_model, OpenAIAnswerer):  # one check for both
+        with pytest.raises(InputError, match="must not be negative"):
+            make("m", "http://h:1/v1", retry_max_wait=-1.0)
+        assert "sk-secret" not in repr(make("m", "http://h:1/v1", "sk-secret"))
+    with pytest.raises(TypeError, match="colour"):
+        OpenAIAnswerer("m", "http://h:1/v1", colour="red")
 
 
 def test_a_sharded_evaluation_through_the_openai_preset_merges_in_the_report(openai_stub, tmp_path, monkeypatch):

@@ -137,6 +137,16 @@ def test_truncated_sub_questions_keep_the_complete_ones():
     assert parsing.extract_json("{not json at all") is None
 
 
+def test_escaped_quotes_and_brackets_inside_strings_are_text_whole_or_cut_off():
+    # One scanner serves both: a closed object with a quoted "}" in it, and a cut-off one
+    # whose string holds an escaped quote, a comma and an opening brace.
+    assert parsing.extract_json(r'noise {"answer": "a \"}\" b", "n": [1, {"x": "]"}]} tail') == {
+        "answer": 'a "}" b', "n": [1, {"x": "]"}]}
+    assert parsing.extract_json(r'{"analysis": "he said \"stop, now\" {", "answer": "no", "conf') == {
+        "analysis": 'he said "stop, now" {', "answer": "no"}
+    assert parsing.extract_json(r'{"analysis": "ok", "answer": "cut \", mid') == {"analysis": "ok"}
+
+
 def test_plain_verdict_lines():
     text = "Let me think.\nAnalysis: The sub-answers agree.\nMore likely answer: B\nConfidence: very high"
     assert parsing.parse_verdict_fields(text) == {"analysis": "The sub-answers agree.", "answer": "B", "confidence": "very high"}

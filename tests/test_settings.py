@@ -23,6 +23,7 @@ def test_the_agent_takes_its_defaults_and_checks_from_the_model():
     ({"confidence_threshold": 1.5}, "confidence_threshold: input should be less than or equal to 1, got 1.5"),
     ({"max_sub_questions": 0}, "max_sub_questions: input should be greater than or equal to 1, got 0"),
     ({"structured": "maybe"}, "structured: input should be 'auto', 'on' or 'off', got 'maybe'"),
+    ({"calibration": "nofile"}, "calibration: no calibration file nofile"),
     ({"max_round": 2}, "unknown agent setting(s): max_round; known: max_rounds, "),
 ])
 def test_a_bad_setting_is_one_line_naming_it(values, says):
@@ -58,4 +59,4 @@ def test_every_flag_names_a_setting():
     assert FIELD_FLAGS == {"max_rounds": "--max-rounds", "confidence_threshold": "--threshold",
                            "max_sub_questions": "--max-sub-questions", "structured": "--structured",
                            "direct_answer": "--direct-answer/--no-direct-answer", "calibration": "--calibration",
-                           "votes": "--votes"}
+                           "votes": "--votes", "vote_temperature": "--vote-temperature"}

@@ -37,15 +37,7 @@ from idealagent import parsing
 from idealagent.answerers import Answer, raise_first
 from idealagent.capabilities import Capabilities
 from idealagent.confidence import TokenLogprob, answer_probability, logprobs_content
-from idealagent.endpoints import (
-    LOCAL_API_KEY,
-    LogprobsSwitch,
-    VLM_PREFIX,
-    RetryPolicy,
-    check_endpoint,
-    endpoint_from_env,
-    redact_url,
-)
+from idealagent.endpoints import LOCAL_API_KEY, VLM_PREFIX, Endpoint, LogprobsSwitch, endpoint_from_env, redact_url
 from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind, one_line
 from idealagent.limits import AdaptiveLimit
 from idealagent.prompts import load_prompt
@@ -68,38 +60,33 @@ class OpenAIAnswerer:
         base_url: str,
         api_key: str = LOCAL_API_KEY,
         *,
-        max_concurrency: int = 16,
-        timeout: float = 60.0,
-        attempts: int = 5,
         max_tokens: int = 32,
         caption_max_tokens: int = 64,
         max_words: int = 8,
         temperature: float = 0.0,
         image_format: Literal["jpeg", "png"] = "jpeg",
         jpeg_quality: int = 90,
-        retry_initial_wait: float = 0.5,
-        retry_max_wait: float = 20.0,
         prompts_dir: str | None = None,
-        logprobs: bool = True,
+        **connection: Any,
     ) -> None:
-        check_endpoint(model=model, base_url=base_url, max_concurrency=max_concurrency, timeout=timeout,
-                       attempts=attempts, max_tokens=max_tokens)
-        self.model = model
-        self.base_url = base_url
-        self.max_concurrency = max_concurrency
+        """``connection``: the other ``Endpoint`` options (max_concurrency, timeout, attempts,
+        retry_initial_wait, retry_max_wait, logprobs), checked there."""
+        self.endpoint = endpoint = Endpoint(base_url, model, api_key, max_tokens=max_tokens, **connection)
+        self.model, self.base_url = endpoint.model, endpoint.base_url
+        self.max_concurrency = endpoint.max_concurrency
         self.max_tokens = max_tokens  # per answer: a word or a phrase
         self.caption_max_tokens = caption_max_tokens  # per caption: one sentence
         self.max_words = max_words  # answers are cut to this many words
         self.temperature = temperature
         self.image_format = image_format  # png is lossless; jpeg keeps request bodies small
         self.jpeg_quality = jpeg_quality
-        self.retry = RetryPolicy(attempts, retry_initial_wait, retry_max_wait)
-        self.logprobs = LogprobsSwitch(logprobs)  # ask for token log-probabilities until refused
+        self.retry = endpoint.retry
+        self.logprobs = LogprobsSwitch(endpoint.logprobs)  # ask for token log-probabilities until refused
         self.prompt = load_prompt("vlm_answerer", prompts_dir)
         # The client's own retries are off: ours (tenacity) free the slot while backing off.
-        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or LOCAL_API_KEY, timeout=timeout,
+        self.client = openai.OpenAI(base_url=base_url, api_key=endpoint.api_key, timeout=endpoint.timeout,
                                     max_retries=0)
-        self._slots = AdaptiveLimit(max_concurrency)  # halves on 429 and grows back
+        self._slots = AdaptiveLimit(endpoint.max_concurrency)  # halves on 429 and grows back
         self._threads: DaemonPool | None = None  # made on first use
         self._pool_lock = threading.Lock()
 

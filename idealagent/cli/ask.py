@@ -15,27 +15,25 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.text import Text
 
+from idealagent.calibration import Calibration
 from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
 from idealagent.cli.options import (
-    CalibrationFile,
+    NOTHING_GIVEN,
     Debug,
-    DirectAnswer,
     LlmOption,
-    MaxRounds,
-    MaxSubQuestions,
+    LoopOptions,
     PresetOption,
-    Structured,
-    Threshold,
     Verbose,
     VlmOption,
-    Votes,
     flag,
     loop_overrides,
+    with_loop_options,
 )
 from idealagent.console import LiveRun, print_trace, result_panel, stop_reason_text
 from idealagent.errors import IdealAgentError, InputError
 from idealagent.images import load_image
-from idealagent.presets import PRESETS, preset_names
+from idealagent.presets import PRESETS, preset_names, preset_settings
+from idealagent.settings import AgentSettings
 from idealagent.trace import ENTAILMENT_LABELS, TASK_KINDS, YES_NO, Sample, Trace
 
 if TYPE_CHECKING:
@@ -55,6 +53,7 @@ Type a question about the image, or a command:
 FIXED_LABELS = {"yes_no": YES_NO, "entailment": ENTAILMENT_LABELS}
 
 
+@with_loop_options
 def ask(
     image: ImageArg,
     question: Annotated[str, typer.Argument(metavar="QUESTION", help="The question about the image.",
@@ -65,13 +64,7 @@ def ask(
     kind: Annotated[str | None, typer.Option(
         metavar="KIND", show_default="inferred", help=f"One of: {', '.join(TASK_KINDS)}.")] = None,
     preset: PresetOption = "tiny",
-    max_rounds: MaxRounds = None,
-    threshold: Threshold = None,
-    max_sub_questions: MaxSubQuestions = None,
-    structured: Structured = None,
-    direct_answer: DirectAnswer = None,
-    calibration: CalibrationFile = None,
-    votes: Votes = None,
+    loop: LoopOptions = NOTHING_GIVEN,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     json_output: Annotated[bool, flag("--json", help="Print only the trace as JSON on stdout.")] = False,
@@ -82,10 +75,7 @@ def ask(
     with cli_logging(verbose, debug), exit_on_error(debug):
         choices = choice or None
         check_question(question, choices, kind)
-        overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
-                                   max_sub_questions=max_sub_questions, structured=structured,
-                                   direct_answer=direct_answer, calibration=calibration, votes=votes,
-                                   vlm=vlm, llm=llm)
+        overrides = loop_overrides(preset, loop, vlm=vlm, llm=llm)
         picture = load_image(image)
         agent = load_agent(preset, overrides)
         # With --json, stdout holds the trace alone: the rounds go to stderr, and only to a terminal.
@@ -104,16 +94,11 @@ def ask(
             raise IdealAgentError(f"no answer: {stop_reason_text(trace)}")
 
 
+@with_loop_options
 def chat(
     image: ImageArg,
     preset: PresetOption = "tiny",
-    max_rounds: MaxRounds = None,
-    threshold: Threshold = None,
-    max_sub_questions: MaxSubQuestions = None,
-    structured: Structured = None,
-    direct_answer: DirectAnswer = None,
-    calibration: CalibrationFile = None,
-    votes: Votes = None,
+    loop: LoopOptions = NOTHING_GIVEN,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     verbose: Verbose = False,
@@ -121,10 +106,7 @@ def chat(
 ) -> None:
     """Ask questions about an image one after another (reads stdin; /help lists commands)."""
     with cli_logging(verbose, debug), exit_on_error(debug):
-        overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
-                                   max_sub_questions=max_sub_questions, structured=structured,
-                                   direct_answer=direct_answer, calibration=calibration, votes=votes,
-                                   vlm=vlm, llm=llm)
+        overrides = loop_overrides(preset, loop, vlm=vlm, llm=llm)
         picture = load_image(image)
         agent = load_agent(preset, overrides)
         ChatSession(agent, Console(), image, picture, debug=debug).run()
@@ -133,15 +115,26 @@ def chat(
 def list_presets() -> None:
     """List the presets, with what each one loads and its loop settings."""
     console = Console()
+    # Every preset shows the settings any preset sets, so they compare line by line (tiny's
+    # batch size too, which it leaves at the default).
+    shown = {key for name in preset_names() for key in PRESETS[name].settings}
     for name in preset_names():
         preset = PRESETS[name]
         console.print(Text.assemble((name, "bold"), "  ", (f"pip install 'idealagent[{preset.extra}]'", "dim")))
         # Indented text that wraps at the terminal's width: every line fits 80 columns.
         lines = [preset.description, *(f"{role}: {model}" for role, model in preset.models.items()),
-                 ", ".join(f"{key}={value}" for key, value in preset.settings.items()) or "default settings"]
+                 _settings_line(name, shown)]
         for line in lines:
             console.print(Padding(Text(line), (0, 0, 0, 2)))
         console.print()
+
+
+def _settings_line(preset: str, shown: set[str]) -> str:
+    """``key=value, ...`` of the preset's loop settings in ``shown``, in the settings' order."""
+    settings = preset_settings(preset)
+    values = {key: getattr(settings, key) for key in AgentSettings.model_fields if key in shown}
+    return ", ".join(f"{key}={value.name if isinstance(value, Calibration) else value}"
+                     for key, value in values.items()) or "default settings"
 
 
 class ChatSession:

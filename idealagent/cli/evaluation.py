@@ -19,21 +19,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
 from idealagent.cli.options import (
-    CalibrationFile,
+    NOTHING_GIVEN,
     Debug,
-    DirectAnswer,
     LlmOption,
-    MaxRounds,
-    MaxSubQuestions,
+    LoopOptions,
     PresetOption,
-    Structured,
-    Threshold,
     Verbose,
     VlmOption,
-    Votes,
     flag,
     loop_overrides,
     setting_option,
+    with_loop_options,
 )
 from idealagent.console import plural
 from idealagent.errors import InfrastructureError, InputError, ModelLoadError
@@ -52,6 +48,7 @@ from idealagent.evaluation.scoring import DEFAULT_VQA_METRIC
 PROGRESS_EVERY_S = 30.0
 
 
+@with_loop_options
 def eval_command(
     benchmark: Annotated[str, typer.Argument(
         metavar="BENCHMARK", show_default=False, help="Benchmark name, e.g. vqav2, gqa, easy-vqa, jsonl, hf.")],
@@ -78,13 +75,7 @@ def eval_command(
     vqa_metric: Annotated[str, typer.Option(
         "--vqa-metric", metavar="NAME", help="VQA accuracy: vqa2021 (the official vqaEval.py since 2021) or "
         "vqa-legacy (its older answer processing, as LAVIS and lmms-eval report).")] = DEFAULT_VQA_METRIC,
-    max_rounds: MaxRounds = None,
-    threshold: Threshold = None,
-    max_sub_questions: MaxSubQuestions = None,
-    structured: Structured = None,
-    direct_answer: DirectAnswer = None,
-    calibration: CalibrationFile = None,
-    votes: Votes = None,
+    loop: LoopOptions = NOTHING_GIVEN,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     verbose: Verbose = False,
@@ -95,10 +86,7 @@ def eval_command(
         shard_pair = parse_shard(shard)
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-        overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
-                                   max_sub_questions=max_sub_questions, structured=structured,
-                                   direct_answer=direct_answer, calibration=calibration, votes=votes,
-                                   vlm=vlm, llm=llm)
+        overrides = loop_overrides(preset, loop, vlm=vlm, llm=llm)
         plan = prepare_eval(benchmark, data, split, out=out, preset=preset,
                             settings=expected_settings(preset, overrides), limit=limit, seed=seed,
                             shard=shard_pair, force=force, baseline=not no_baseline, vqa_metric=vqa_metric)
@@ -197,6 +185,7 @@ def calibrate_command(
         typer.echo(f"wrote {out}; use it with --calibration {out}")
 
 
+@with_loop_options
 def bench_command(
     preset: PresetOption = "tiny",
     samples: Annotated[int, typer.Option(
@@ -215,13 +204,7 @@ def bench_command(
     split: Annotated[str | None, typer.Option(
         "--split", metavar="NAME", show_default="the benchmark's first", help="Split.")] = None,
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the question subset.")] = 0,
-    max_rounds: MaxRounds = None,
-    threshold: Threshold = None,
-    max_sub_questions: MaxSubQuestions = None,
-    structured: Structured = None,
-    direct_answer: DirectAnswer = None,
-    calibration: CalibrationFile = None,
-    votes: Votes = None,
+    loop: LoopOptions = NOTHING_GIVEN,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     lock_step: Annotated[bool, flag(
@@ -244,10 +227,7 @@ def bench_command(
         sizes = batch_size or [1, 8]
         if samples < 1 or min(sizes) < 1:
             raise InputError("--samples and every --batch-size must be at least 1")
-        overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
-                                   max_sub_questions=max_sub_questions, structured=structured,
-                                   direct_answer=direct_answer, calibration=calibration, votes=votes,
-                                   vlm=vlm, llm=llm)
+        overrides = loop_overrides(preset, loop, vlm=vlm, llm=llm)
         items = load_benchmark(benchmark, data, split, limit=samples, seed=seed).items
         agent = load_agent(preset, {**overrides, **({"pipeline": False} if lock_step else {})})
         lines = []

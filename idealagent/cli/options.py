@@ -1,21 +1,27 @@
 """The options several commands share, and how the help shows them.
 
 The loop-setting options (``--max-rounds``, ``--threshold``, ...) are made from
-``AgentSettings``: its ``FIELD_FLAGS`` names the flag, the field's description is the help.
-Typer reads options from function signatures, so the Annotated types are built here once at
-import time and each command lists them; ``loop_overrides`` turns what was given back into
-settings. None always means "the preset's value".
+``AgentSettings``: a field's ``flag`` names the option, its description is the help. Typer
+reads options from function signatures, so ``with_loop_options`` writes them into a command's
+signature in place of its ``loop`` parameter, and ``loop_overrides`` checks what was given.
+A setting given a flag is on every such command with no other edit. None always means "the
+preset's value".
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Annotated, Any, get_args, get_origin
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from idealagent.errors import InputError, SettingError
 from idealagent.presets import preset_models, preset_settings
-from idealagent.settings import FIELD_FLAGS, AgentSettings
+from idealagent.settings import FIELD_FLAGS, AgentSettings, setting_flags, setting_meta
 
 FROM_PRESET = "from the preset"  # shown as "[default: from the preset]"
 
@@ -96,52 +102,71 @@ Debug = Annotated[bool, flag("--debug", help="Log everything and show tracebacks
 # -- loop settings, from AgentSettings ---------------------------------------------------------
 
 
-def setting_option(name: str, *names: str) -> Any:
-    """A ``typer.Option`` for the AgentSettings field ``name``: its flag (or ``names``), its
-    description as the help, its values as the metavar, and the preset as its default."""
-    field = AgentSettings.model_fields[name]
+# A command's ``loop`` parameter: ``with_loop_options`` puts the options in its place and passes
+# the values given, by settings field (nothing given: the preset's settings).
+LoopOptions = Mapping[str, Any]
+NOTHING_GIVEN: LoopOptions = MappingProxyType({})
+
+
+def setting_option(name: str, *names: str, settings: type[AgentSettings] = AgentSettings) -> Any:
+    """A ``typer.Option`` for the settings field ``name``: its flag (or ``names``), its
+    description as the help, its metavar (or its values), and the preset as its default."""
+    field = settings.model_fields[name]
     annotation = field.annotation
-    if annotation is bool:  # --x/--no-x
+    metavar = setting_meta(settings, "metavar")[name]
+    if metavar is None and annotation is bool:  # --x/--no-x
         metavar = ""
-    elif get_origin(annotation) is not None and get_args(annotation):  # a Literal: its values
+    elif metavar is None and get_origin(annotation) is not None and get_args(annotation):  # a Literal
         metavar = "|".join(map(str, get_args(annotation)))
-    else:
-        metavar = {int: "N", float: "X"}.get(annotation, "FILE")  # type: ignore[arg-type]
-    return typer.Option(*(names or (FIELD_FLAGS[name],)), metavar=metavar, help=field.description,
+    elif metavar is None:
+        metavar = {int: "N", float: "X"}.get(annotation, "VALUE")  # type: ignore[arg-type]
+    return typer.Option(*(names or (setting_flags(settings)[name],)), metavar=metavar, help=field.description,
                         show_default=FROM_PRESET)
 
 
-def _setting_type(name: str) -> Any:
-    """``Annotated[T | None, option]`` for a field with a flag; T is what typer can parse."""
-    annotation = AgentSettings.model_fields[name].annotation
-    # A Literal, or a calibration's file or name, is checked by the settings.
+def _setting_parameter(name: str, settings: type[AgentSettings]) -> inspect.Parameter:
+    """The command parameter for a field with a flag: ``name: Annotated[T | None, option] = None``,
+    T being what typer can parse (a Literal, or a calibration's file or name, is checked by the settings)."""
+    annotation = settings.model_fields[name].annotation
     python_type = annotation if annotation in (int, float, bool) else str
-    return Annotated[python_type | None, setting_option(name)]  # type: ignore[valid-type]
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                             annotation=Annotated[python_type | None, setting_option(name, settings=settings)])
 
 
-# Parameter name (the flag without dashes) → settings field, e.g. threshold → confidence_threshold.
-# (--direct-answer/--no-direct-answer → direct_answer)
-LOOP_PARAMS: dict[str, str] = {flag.split("/")[0].lstrip("-").replace("-", "_"): name
-                               for name, flag in FIELD_FLAGS.items()}
+def with_loop_options(command: Callable[..., Any], settings: type[AgentSettings] = AgentSettings
+                      ) -> Callable[..., Any]:
+    """``command`` with one option per settings field that has a flag, in place of its ``loop``
+    parameter (typer reads the signature); it receives them as ``loop``: {field: value given}."""
+    signature = inspect.signature(command, eval_str=True)
+    params = list(signature.parameters.values())
+    names = [param.name for param in params]
+    fields = list(setting_flags(settings))
+    clash = sorted(set(fields) & set(names))
+    if clash:  # our bug: the command has a parameter of its own by a setting's name
+        raise TypeError(f"{command.__name__} already has a parameter named {', '.join(clash)}")
+    at = names.index("loop")
+    params[at:at + 1] = [_setting_parameter(name, settings) for name in fields]
 
-MaxRounds = _setting_type("max_rounds")
-Threshold = _setting_type("confidence_threshold")
-MaxSubQuestions = _setting_type("max_sub_questions")
-Structured = _setting_type("structured")
-DirectAnswer = _setting_type("direct_answer")
-CalibrationFile = _setting_type("calibration")
-Votes = _setting_type("votes")
+    @functools.wraps(command)
+    def with_loop(**kwargs: Any) -> Any:
+        loop = {name: value for name in fields if (value := kwargs.pop(name, None)) is not None}
+        return command(**kwargs, loop=loop)
+
+    with_loop.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    with_loop.__annotations__ = {param.name: param.annotation for param in params}
+    return with_loop
 
 
-def loop_overrides(preset: str, *, vlm: str | None = None, llm: str | None = None,
-                   **loop: Any) -> dict[str, Any]:
+def loop_overrides(preset: str, loop: LoopOptions, *, vlm: str | None = None,
+                   llm: str | None = None) -> dict[str, Any]:
     """What the user overrode, as ``load_preset`` keyword arguments: the loop options given
-    (by parameter name, e.g. ``threshold``) and the models. Checks them and the preset's name
-    first, so a wrong value is an InputError before anything loads."""
-    unknown = sorted(set(loop) - set(LOOP_PARAMS))
-    if unknown:  # our bug: a command passed something that is not a loop option
-        raise TypeError(f"not loop options: {', '.join(unknown)}")
-    given = {LOOP_PARAMS[param]: value for param, value in loop.items() if value is not None}
-    preset_settings(preset, **given)  # the settings' own checks
+    (``loop``, by settings field) and the models. Checks them and the preset's name first, so a
+    wrong value is an InputError, naming the flag, before anything loads."""
+    try:
+        preset_settings(preset, **loop)  # the settings' own checks
+    except SettingError as exc:
+        if exc.setting not in loop:  # the preset's own value: not something the user typed
+            raise
+        raise InputError(f"{FIELD_FLAGS[exc.setting].split('/')[0]}: {exc.problem}") from None
     preset_models(preset, vlm, llm)  # an override the preset can't take is an InputError
-    return {**given, **{role: value for role, value in {"vlm": vlm, "llm": llm}.items() if value}}
+    return {**loop, **{role: value for role, value in {"vlm": vlm, "llm": llm}.items() if value}}

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from idealagent.calibration import Calibration
 from idealagent.errors import InputError
 from idealagent.evaluation.loop_stats import agent_stats, answer_sources, exemplar_echo, loop_changes, split_sentences
 from idealagent.evaluation.results import fingerprint_difference, header_field, read_file
@@ -136,6 +137,7 @@ def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[st
         "baseline": baseline,
         # What else the fingerprint holds, shown so a reader knows what the numbers are of.
         "models": header.get("settings", {}).get("models") or {},
+        "calibration": calibration_name(header.get("settings", {}).get("calibration")),
         "vqa_metric": vqa_metric, "prompts_sha256": header.get("prompts_sha256"),
         "idealagent_version": header.get("idealagent_version"),
         "files": read.get("files", []), "skipped_lines": read.get("skipped_lines", 0),
@@ -144,6 +146,14 @@ def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[st
         "overall": overall,
         "by_type": {name: _group(group, baseline, vqa_metric, sentences) for name, group in sorted(by_type.items())},
     }  # fmt: skip
+
+
+def calibration_name(recorded: Any) -> str | None:
+    """How the report names the calibration a header records (``default``, ``logistic (run.jsonl)``);
+    None for files written before the settings held one."""
+    if isinstance(recorded, Mapping):
+        return Calibration.model_validate(recorded).name
+    return None if recorded is None else str(recorded)
 
 
 def worse_than_baseline(comparison: dict[str, Any] | None) -> str | None:

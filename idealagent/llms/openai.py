@@ -41,10 +41,11 @@ from idealagent.capabilities import Capabilities
 from idealagent.endpoints import (
     LLM_PREFIX,
     LOCAL_API_KEY,
+    Endpoint,
     LogprobsSwitch,
     RetryPolicy,
-    check_endpoint,
     endpoint_from_env,
+    endpoint_options,
     not_json_error,
     redact_url,
 )
@@ -66,14 +67,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 class EndpointChatModel(ChatOpenAI):
     """``ChatOpenAI`` with a concurrency cap, tenacity retries and one-line endpoint errors."""
 
-    max_concurrency: int = 16
+    max_concurrency: int = Endpoint.max_concurrency
     """Most requests this model (and its copies) has in flight at once."""
-    attempts: int = 5
-    """Tries per request; only transient failures are retried."""
-    retry_initial_wait: float = 0.5
-    """Seconds before the first retry; doubles each retry, plus up to as much jitter."""
-    retry_max_wait: float = 20.0
-    """Cap on one wait between tries."""
+    retry_policy: RetryPolicy = RetryPolicy()
+    """How often and how patiently a request is tried; only transient failures are retried."""
 
     _slots: tuple[int, AdaptiveLimit] | None = PrivateAttr(default=None)
     _slots_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -88,11 +85,6 @@ class EndpointChatModel(ChatOpenAI):
     def abandon(self) -> None:
         """Calls in flight were abandoned (Ctrl-C): free their slots, and retry none of them."""
         self._slot().abandon()
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The retry settings as one value."""
-        return RetryPolicy(self.attempts, self.retry_initial_wait, self.retry_max_wait)
 
     def _slot(self) -> AdaptiveLimit:
         # Created on first use, so that model_copy(update={"max_concurrency": n}) gets its own.
@@ -202,31 +194,17 @@ class EndpointChatModel(ChatOpenAI):
         return super().with_structured_output(schema, **kwargs).with_config(max_concurrency=self.max_concurrency)
 
 
-def make_chat_model(
-    model: str,
-    base_url: str,
-    api_key: str = LOCAL_API_KEY,
-    *,
-    max_concurrency: int = 16,
-    timeout: float = 60.0,
-    attempts: int = 5,
-    max_tokens: int = 512,
-    temperature: float = 0.0,
-    retry_initial_wait: float = 0.5,
-    retry_max_wait: float = 20.0,
-    logprobs: bool = True,
-    **extra: Any,
-) -> EndpointChatModel:
-    """A chat model for ``model`` served at ``base_url``; ``extra`` goes to ChatOpenAI.
-    ``logprobs``: ask for token log-probabilities (False: the parameter is never sent)."""
-    check_endpoint(model=model, base_url=base_url, max_concurrency=max_concurrency, timeout=timeout,
-                   attempts=attempts, max_tokens=max_tokens)
+def make_chat_model(model: str, base_url: str, api_key: str = LOCAL_API_KEY, *, temperature: float = 0.0,
+                    **options: Any) -> EndpointChatModel:
+    """A chat model for ``model`` served at ``base_url``. ``options``: the other ``Endpoint``
+    options (max_concurrency, timeout, attempts, max_tokens, retry waits, and ``logprobs``: False
+    never sends the parameter), checked there; any other keyword goes to ChatOpenAI."""
+    endpoint = Endpoint(base_url, model, api_key, **endpoint_options(options))
     return EndpointChatModel(
-        model=model, base_url=base_url, api_key=api_key or LOCAL_API_KEY, timeout=timeout,
+        model=model, base_url=base_url, api_key=endpoint.api_key, timeout=endpoint.timeout,
         max_retries=0,  # retries are ours (tenacity), so a slot is never held while backing off
-        max_tokens=max_tokens, temperature=temperature, max_concurrency=max_concurrency,
-        attempts=attempts, retry_initial_wait=retry_initial_wait, retry_max_wait=retry_max_wait,
-        logprobs=True if logprobs else None, **extra,
+        max_tokens=endpoint.max_tokens, temperature=temperature, max_concurrency=endpoint.max_concurrency,
+        retry_policy=endpoint.retry, logprobs=True if endpoint.logprobs else None, **options,
     )
 
 
