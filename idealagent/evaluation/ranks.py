@@ -174,10 +174,9 @@ def merge(out: Path, header: dict[str, Any], paths: list[Path], kept: ExistingRe
     ``header`` is rank 0's; every rank file must share its fingerprint. A sample in two files
     keeps its first row, as ``idealagent report`` does.
     """
-    rows: list[dict[str, Any]] = []
-    first_header = header
-    sources = ([kept.path] if kept is not None else []) + paths
-    for number, path in enumerate(sources):
+    merged_header = {**header, "shard": [0, 1]}  # what one process writes
+    by_id: dict[str, dict[str, Any]] = {}
+    for path in ([kept.path] if kept is not None else []) + paths:
         read = read_file(path, strict=True)  # a rank file is whole: its rank finished
         if read.header is None:
             raise InfrastructureError(f"{path} is missing; rerun the same command to run its shard again")
@@ -185,13 +184,11 @@ def merge(out: Path, header: dict[str, Any], paths: list[Path], kept: ExistingRe
         if difference:
             raise InputError(f"{path} is from another configuration ({difference}); "
                              "start the ranks with the same arguments, or pass --force")
-        if number == 0 and kept is not None:
-            first_header = read.header  # as when one process resumes: the file keeps its header
-        rows += read.rows
-    seen: set[str] = set()
-    unique = [row for row in rows if not (row["id"] in seen or seen.add(row["id"]))]
-    unique.sort(key=lambda row: (row.get("index") is None, row.get("index") or 0))
-    merged_header = {**first_header, "shard": [0, 1]} if first_header is header else first_header
+        if kept is not None and path == kept.path:
+            merged_header = read.header  # as when one process resumes: the file keeps its header
+        for row in read.rows:
+            by_id.setdefault(row["id"], row)
+    unique = sorted(by_id.values(), key=lambda row: (row.get("index") is None, row.get("index") or 0))
     with closing(ResultsWriter(ExistingResults(out), merged_header, fresh=True)) as writer:
         writer.extend(unique)
     log.info("merged %d rows from %d rank files into %s", len(unique), len(paths), out)
