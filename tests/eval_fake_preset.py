@@ -7,6 +7,9 @@ The questioner asks one sub-question; the reasoner answers "A" when there are ch
 "red" for an even item number in the question and "blue" for an odd one, at confidence 0.9.
 ``FAKE_EVAL_DELAY`` (seconds per reasoner reply) slows it down for the kill-and-resume test;
 ``FAKE_EVAL_ASK_DELAY`` and ``FAKE_EVAL_ANSWER_DELAY`` slow the questioner and the answerer.
+
+``python -m tests.eval_fake_preset eval ...`` is the ``idealagent`` command with the preset
+added, for launchers that take a module (``accelerate launch -m``).
 """
 
 from __future__ import annotations
@@ -69,3 +72,10 @@ PRESET = Preset(NAME, "Deterministic fake models for evaluation tests.", build,
 def register() -> None:
     """Add the preset to PRESETS (in-process tests use monkeypatch.setitem instead)."""
     idealagent.presets.PRESETS[NAME] = PRESET
+
+
+if __name__ == "__main__":
+    from idealagent.cli import main
+
+    register()
+    main()

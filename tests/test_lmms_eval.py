@@ -16,7 +16,7 @@ from PIL import Image
 
 import idealagent.presets
 from idealagent.errors import InputError
-from idealagent.evaluation.metrics import choice_accuracy, vqa_score
+from idealagent.evaluation.scoring import choice_accuracy, vqa_score
 from idealagent.presets import Preset
 from idealagent.testing import ScriptedAnswerer, ScriptedChatModel
 

@@ -33,7 +33,7 @@ from idealagent.cli.options import (
 )
 from idealagent.console import plural
 from idealagent.errors import InfrastructureError, InputError, ModelLoadError
-from idealagent.evaluation import runner
+from idealagent.evaluation import ranks, runner
 from idealagent.evaluation.runner import (
     EvalResult,
     expected_settings,
@@ -83,42 +83,73 @@ def eval_command(
 ) -> None:
     """Run a benchmark; one line per sample goes to --out as it finishes (safe to kill and re-run)."""
     with cli_logging(verbose, debug), exit_on_error(debug):
-        shard_pair = parse_shard(shard)
+        rank = ranks.launch_rank()  # one of several processes of `accelerate launch`: its shard
+        if rank is not None and shard != "0/1":
+            raise InputError("--shard is the launcher's rank here (each process runs RANK/WORLD_SIZE); leave it out")
+        if rank is not None:
+            ranks.use_own_gpu(rank)
+        shard_pair = rank.shard if rank is not None else parse_shard(shard)
         if batch_size is not None and batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
         overrides = loop_overrides(preset, loop, vlm=vlm, llm=llm)
-        plan = prepare_eval(benchmark, data, split, out=out, preset=preset,
-                            settings=expected_settings(preset, overrides), limit=limit, seed=seed,
+        plan = prepare_eval(benchmark, data, split, out=rank.path(out) if rank is not None else out,
+                            preset=preset, settings=expected_settings(preset, overrides), limit=limit, seed=seed,
                             shard=shard_pair, force=force, baseline=not no_baseline, vqa_metric=vqa_metric)
-        console = Console(stderr=True)  # the loader has already warned about malformed records
-        done = len(plan.items) - len(plan.pending)
-        if done:
-            typer.echo(f"{done} of {plural(len(plan.items), 'sample')} already in {out}; running the other "
-                       f"{len(plan.pending)}", err=True)
-        agent = None
-        if plan.pending:
-            if batch_size is not None:
-                overrides["batch_size"] = batch_size
-            agent = load_agent(preset, overrides, announce=True)
-        resume = f"the finished samples are kept in {out}; run the same command again to resume"
-        try:
-            if console.is_terminal:
-                result = _run_with_bar(plan, agent, console)
-            else:
-                if plan.pending:
-                    typer.echo(f"running {plural(len(plan.pending), 'sample')}; a progress line every "
-                               f"{PROGRESS_EVERY_S:g}s and at the end", err=True)
-                result = plan.run(agent, on_progress=_line_printer())
-        except KeyboardInterrupt:
-            error_line(f"interrupted; {resume}")
-            raise typer.Exit(130) from None
-        except (InfrastructureError, ModelLoadError) as exc:  # nothing in flight was recorded
-            raise type(exc)(f"{exc}; {resume}") from exc
+        if rank is not None:
+            kept = ranks.check_out(out, plan.header, force=force)
+            if rank.index == 0:
+                typer.echo(f"{rank.count} processes; this one runs shard 0/{rank.count} into {plan.out}, then "
+                           f"merges every shard into {out}", err=True)
+            with ranks.RankGroup(rank) as group:
+                result = _run(plan, preset, overrides, batch_size, rank)
+                merged = ranks.finish(group, plan, result, out, kept)
+            if merged is not None:
+                _print_summary(plan, merged)
+                _raise_if_unfinished(merged, out)
+            return
+        result = _run(plan, preset, overrides, batch_size, rank)
         _print_summary(plan, result)
-        if result.unfinished:
-            raise InfrastructureError(
-                f"{plural(result.unfinished, 'sample')} left unfinished because a model service kept failing "
-                f"on them; they are not in {out}: run the same command again to retry them")
+        _raise_if_unfinished(result, out)
+
+
+def _run(plan: runner.EvalPlan, preset: str, overrides: dict[str, Any], batch_size: int | None,
+         rank: ranks.Rank | None) -> EvalResult:
+    """Load the agent if samples are left and run them, showing progress (on rank 0 only, when
+    a launcher started several processes)."""
+    out = plan.out
+    quiet = rank is not None and rank.index != 0
+    console = Console(stderr=True)  # the loader has already warned about malformed records
+    done = len(plan.items) - len(plan.pending)
+    if done and not quiet:
+        typer.echo(f"{done} of {plural(len(plan.items), 'sample')} already in {out}; running the other "
+                   f"{len(plan.pending)}", err=True)
+    agent = None
+    if plan.pending:
+        if batch_size is not None:
+            overrides["batch_size"] = batch_size
+        agent = load_agent(preset, overrides, announce=not quiet)
+    resume = f"the finished samples are kept in {out}; run the same command again to resume"
+    try:
+        if quiet:
+            return plan.run(agent)
+        if console.is_terminal:
+            return _run_with_bar(plan, agent, console)
+        if plan.pending:
+            typer.echo(f"running {plural(len(plan.pending), 'sample')}; a progress line every "
+                       f"{PROGRESS_EVERY_S:g}s and at the end", err=True)
+        return plan.run(agent, on_progress=_line_printer())
+    except KeyboardInterrupt:
+        error_line(f"interrupted; {resume}")
+        raise typer.Exit(130) from None
+    except (InfrastructureError, ModelLoadError) as exc:  # nothing in flight was recorded
+        raise type(exc)(f"{exc}; {resume}") from exc
+
+
+def _raise_if_unfinished(result: EvalResult, out: Path) -> None:
+    if result.unfinished:
+        raise InfrastructureError(
+            f"{plural(result.unfinished, 'sample')} left unfinished because a model service kept failing "
+            f"on them; they are not in {out}: run the same command again to retry them")
 
 
 def report_command(

@@ -234,8 +234,12 @@ class ResultsWriter:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one line and force it to disk before returning."""
-        line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
-        self._file.write(line.encode("utf-8"))
+        self.extend([record])
+
+    def extend(self, records: list[dict[str, Any]]) -> None:
+        """Write the lines and force them to disk once, after the last."""
+        self._file.write(b"".join(json.dumps(r, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
+                                  for r in records))
         self._file.flush()
         os.fsync(self._file.fileno())
 
