@@ -9,7 +9,9 @@ results files and prints the full report.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -137,7 +139,8 @@ def _run(plan: runner.EvalPlan, preset: str, overrides: dict[str, Any], batch_si
         if plan.pending:
             typer.echo(f"running {plural(len(plan.pending), 'sample')}; a progress line every "
                        f"{PROGRESS_EVERY_S:g}s and at the end", err=True)
-        return plan.run(agent, on_progress=_line_printer())
+        with closing(_LinePrinter()) as printer:
+            return plan.run(agent, on_progress=printer)
     except KeyboardInterrupt:
         error_line(f"interrupted; {resume}")
         raise typer.Exit(130) from None
@@ -292,21 +295,46 @@ def _run_with_bar(plan: runner.EvalPlan, agent: Any, console: Console) -> EvalRe
         return plan.run(agent, on_progress=show)
 
 
-def _line_printer() -> Any:
+class _LinePrinter:
     """A progress callback that echoes a line to stderr every PROGRESS_EVERY_S seconds and at the
-    end: a steady pulse for logs, whether samples take milliseconds or minutes."""
-    last = _now()
+    end: a steady pulse for logs, whether samples take milliseconds or minutes. A sample that
+    finishes prints the line when the interval has passed; while none finishes (the first ones
+    of a slow model take minutes) a timer prints it, with the samples in flight and the model
+    calls made, so a log is never silent for longer than the interval."""
 
-    def show(progress: runner.Progress) -> None:
-        nonlocal last
-        if not progress.new:
-            return
-        now = _now()
-        if now - last >= PROGRESS_EVERY_S or progress.new == progress.pending:
-            last = now
-            typer.echo(progress_line(progress), err=True)
+    def __init__(self) -> None:
+        self.last = _now()  # the clock of the sample-driven lines (tests move it)
+        self.printed_at = time.monotonic()  # real time, for the timer
+        self.progress: runner.Progress | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
-    return show
+    def __call__(self, progress: runner.Progress) -> None:
+        with self._lock:
+            if self.progress is None:
+                self.progress = progress
+                threading.Thread(target=self._beat, name="progress-line", daemon=True).start()
+            if not progress.new:
+                return
+            now = _now()
+            if now - self.last >= PROGRESS_EVERY_S or progress.new == progress.pending:
+                self.last = now
+                self._print(progress)
+
+    def close(self) -> None:
+        """Stop the timer."""
+        self._stop.set()
+
+    def _beat(self) -> None:
+        interval = PROGRESS_EVERY_S
+        while not self._stop.wait(interval / 4):
+            with self._lock:
+                if self.progress is not None and time.monotonic() - self.printed_at >= interval:
+                    self._print(self.progress)
+
+    def _print(self, progress: runner.Progress) -> None:
+        self.printed_at = time.monotonic()
+        typer.echo(progress_line(progress), err=True)
 
 
 def _now() -> float:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idealagent.errors import InputError
+from idealagent.events import Event, SampleFinished
 from idealagent.evaluation.baseline import BaselineResult, load_images, run_baseline
 from idealagent.evaluation.results import (
     ExistingResults,
@@ -87,6 +88,27 @@ class Progress:
     baseline_n: int = 0
     failures: int = 0
     started: float = field(default_factory=time.perf_counter)
+    settle: int = 1  # samples this run must finish before its rate means something (the pool's size)
+    _running: dict[int, Trace] = field(default_factory=dict, repr=False)  # in the agent's pool
+    _finished_calls: int = 0
+
+    def observe(self, event: Event) -> None:
+        """Follow the samples in the agent's pool through its events (``iter_batch`` callbacks)."""
+        if isinstance(event, SampleFinished):
+            if self._running.pop(id(event.trace), None) is not None:
+                self._finished_calls += model_calls(event.trace)
+        else:
+            self._running[id(event.trace)] = event.trace
+
+    @property
+    def in_flight(self) -> int:
+        """Samples in the agent's pool that have begun and not finished."""
+        return len(self._running)
+
+    @property
+    def calls(self) -> int:
+        """Model calls this run has made so far, finished samples and those in flight."""
+        return self._finished_calls + sum(model_calls(trace) for trace in list(self._running.values()))
 
     @property
     def agent_accuracy(self) -> float | None:
@@ -105,8 +127,11 @@ class Progress:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left at this run's rate so far."""
-        return (self.pending - self.new) * self.elapsed_s / self.new if self.new else None
+        """Seconds left at this run's rate so far; None until the pool has turned over once (the
+        first samples to finish took the whole start-up, so their rate would mislead)."""
+        if not self.new or self.new < min(self.settle, self.pending):
+            return None
+        return (self.pending - self.new) * self.elapsed_s / self.new
 
     def add(self, score: float | None, baseline_score: float | None, failed: bool, *, new: bool) -> None:
         """Count one finished sample."""
@@ -126,8 +151,13 @@ def progress_line(progress: Progress) -> str:
 
     eta = progress.eta_s
     return (f"{progress.done}/{progress.total} done, agent {pct(progress.agent_accuracy)}, baseline "
-            f"{pct(progress.baseline_accuracy)}, {progress.failures} failed"
-            + (f", ~{eta:.0f}s left" if eta is not None else ""))
+            f"{pct(progress.baseline_accuracy)}, {progress.failures} failed, {progress.in_flight} in flight, "
+            f"{progress.calls} model calls" + (f", ~{eta:.0f}s left" if eta is not None else ""))
+
+
+def model_calls(trace: Trace) -> int:
+    """The model calls a sample has cost so far: captions, answers, questioner and reasoner."""
+    return trace.usage.llm_calls + trace.usage.answerer_calls + (trace.caption is not None)
 
 
 @dataclass
@@ -194,7 +224,8 @@ class EvalPlan:
             wrong = {k: v for k, v in agent_settings(agent).items() if planned.get(k, v) != v}
             if wrong:
                 raise InputError(f"the agent's settings {wrong} differ from the planned {planned}")
-            stream = _Stream(self, agent)
+            progress.settle = agent.batch_size
+            stream = _Stream(self, agent, progress)
             with closing(ResultsWriter(self.existing, self.header, fresh=self.fresh)) as writer:
                 if on_progress:
                     on_progress(progress)
@@ -282,8 +313,8 @@ class _Stream:
     """Feeds the plan's pending items to ``agent.iter_batch`` and turns each finished trace
     into a results row, with the chunk's baseline computed just before it joins the pool."""
 
-    def __init__(self, plan: EvalPlan, agent: IdealAgent) -> None:
-        self.plan, self.agent = plan, agent
+    def __init__(self, plan: EvalPlan, agent: IdealAgent, progress: Progress | None = None) -> None:
+        self.plan, self.agent, self.progress = plan, agent, progress
         self.queue: deque[EvalItem] = deque(plan.pending)
         self.staged: deque[tuple[EvalItem, Any]] = deque()  # (item, decoded image or the path)
         self.in_flight: dict[str, EvalItem] = {}
@@ -297,7 +328,8 @@ class _Stream:
         row: it is not a result, and the rerun tries it again (``unfinished`` counts them). A
         service that is down, or Ctrl-C, ends the run here; the items in flight get no row.
         """
-        for trace in self.agent.iter_batch(self._samples()):
+        callbacks = [self.progress.observe] if self.progress is not None else []
+        for trace in self.agent.iter_batch(self._samples(), callbacks=callbacks):
             item = self.in_flight.pop(trace.sample.id)
             if trace.stop_reason == "infrastructure":
                 self.baselines.pop(item.id, None)
