@@ -65,10 +65,10 @@ def is_url(ref: str) -> bool:
     return ref.startswith(("http://", "https://"))
 
 
-def load_image(ref: Any, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode ``ref`` into an upright RGB image of at most about ``max_pixels`` pixels, or raise
-    ImageError with a one-line reason. (The full-resolution views of ``idealagent.looking`` ask
-    for up to ``MAX_DECODED_PIXELS``.)"""
+def load_image(ref: Any, *, max_pixels: int | None = None) -> Image.Image:
+    """Decode ``ref`` into an upright RGB image of at most about ``max_pixels`` (``MAX_PIXELS``)
+    pixels, or raise ImageError with a one-line reason. (The full-resolution views of
+    ``idealagent.looking`` ask for up to ``MAX_DECODED_PIXELS``.)"""
     if isinstance(ref, Image.Image):
         try:
             return _normalise(ref, reduce_at_decode=False, limit=max_pixels)
@@ -147,9 +147,10 @@ def _what_it_is(data: bytes) -> str:
     return "text" if head and printable > 0.95 * len(head) else "an unknown format"
 
 
-def _normalise(image: Image.Image, *, reduce_at_decode: bool, limit: int = MAX_PIXELS) -> Image.Image:
-    """Decode ``image`` (frame 0) within the pixel limits (``limit`` after resizing), upright, in RGB."""
-    target = _fit(image.size, min(limit, MAX_DECODED_PIXELS))
+def _normalise(image: Image.Image, *, reduce_at_decode: bool, limit: int | None = None) -> Image.Image:
+    """Decode ``image`` (frame 0) within the pixel limits (``limit``, else ``MAX_PIXELS``, after
+    resizing), upright, in RGB."""
+    target = _fit(image.size, min(limit or MAX_PIXELS, MAX_DECODED_PIXELS))
     if reduce_at_decode and target != image.size:
         image.draft(None, target)  # JPEG decodes at 1/2, 1/4 or 1/8 scale; other formats ignore it
     width, height = image.size

@@ -15,7 +15,8 @@ from typing import Any
 
 from PIL import Image
 
-from idealagent.images import MAX_DECODED_PIXELS, load_image, upright_size
+from idealagent import images
+from idealagent.images import load_image, upright_size
 from idealagent.looking.boxes import Box, Size
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class Picture:
         self.shown = shown if shown is not None else load_image(ref)
         # The original's upright size; a URL's or an unreadable header's is the loaded copy's.
         self.size: Size = upright_size(ref) or self.shown.size
-        if self.size[0] * self.size[1] > MAX_DECODED_PIXELS:
+        if self.size[0] * self.size[1] > images.MAX_DECODED_PIXELS:
             self.size = self.shown.size  # never decoded whole: the loaded copy is the original
         self._full: Image.Image | None = None
 
@@ -107,7 +108,7 @@ class Picture:
     def _original(self) -> Image.Image:
         if self._full is None:
             log.debug("decoding the full-resolution %dx%d original for a view", *self.size)
-            self._full = load_image(self.ref, max_pixels=MAX_DECODED_PIXELS)
+            self._full = load_image(self.ref, max_pixels=images.MAX_DECODED_PIXELS)
         return self._full
 
     def release(self) -> None:
