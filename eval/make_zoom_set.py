@@ -113,10 +113,12 @@ def make_picture(rng: random.Random, size: tuple[int, int], object_scale: float,
 
 
 def make_set(out: Path, *, seed: int, count: int, size: tuple[int, int], object_scale: float, split: str = "test",
-             multiple_choice: bool = False) -> Path:
+             multiple_choice: bool = False, questions: tuple[str, ...] = tuple(QUESTIONS)) -> Path:
     """Write ``count`` pictures and ``out/{split}.jsonl``; returns the jsonl's path."""
     if count < 1:
         raise ValueError(f"--count must be at least 1, got {count}")
+    if not questions or set(questions) - set(QUESTIONS):
+        raise ValueError(f"--questions must name some of: {', '.join(QUESTIONS)}; got {','.join(questions)}")
     if not 0 < object_scale <= 0.5:
         raise ValueError(f"--object-scale must be in (0, 0.5], a share of the width; got {object_scale}")
     rng = random.Random(seed)
@@ -129,7 +131,7 @@ def make_set(out: Path, *, seed: int, count: int, size: tuple[int, int], object_
         picture, box = make_picture(rng, size, object_scale, source, photos)
         name = f"images/zoom-{seed}-{index:05d}.jpg"
         picture.save(out / name, "JPEG", quality=92)
-        asked = rng.choice(("color", "shape"))
+        asked = rng.choice(questions)
         answer = source[1] if asked == "color" else source[2]
         record = {"id": f"zoom-{seed}-{index:05d}", "image": name, "question": QUESTIONS[asked], "answer": answer,
                   "question_type": asked, "box": box, "size": list(size)}
@@ -154,11 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=("test", "train"), default="test",
                         help="easy-VQA split the shapes come from, and the jsonl's name")
     parser.add_argument("--multiple-choice", action="store_true", help="give each question its choices")
+    parser.add_argument("--questions", default="color,shape",
+                        help="what the questions ask, comma-separated: color, shape (the tiny preset's "
+                             "classifier knows no shapes, so color alone measures it)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         path = make_set(args.out, seed=args.seed, count=args.count, size=args.size, object_scale=args.object_scale,
-                        split=args.split, multiple_choice=args.multiple_choice)
+                        split=args.split, multiple_choice=args.multiple_choice,
+                        questions=tuple(q.strip() for q in args.questions.split(",") if q.strip()))
     except ValueError as err:
         parser.error(str(err))
     log.info("wrote %d pictures and %s", args.count, path)

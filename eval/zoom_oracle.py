@@ -5,8 +5,8 @@ against the same answerer on an oracle view around the object (its true box).
     python eval/zoom_oracle.py --data data/zoom/test.jsonl --preset tiny --limit 20
 
 The view is cut from the full-resolution picture (idealagent.looking.Picture) around the
-record's ``box``, ``--context`` times the object's width on each side (so the object fills
-about 1/context of it). Prints accuracy on each, per question type, with the answers as JSON
+record's ``box``, its side ``--context`` times the object's (so the object spans about
+1/context of it). Prints accuracy on each, per question type, with the answers as JSON
 lines under ``--json``.
 """
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--context", type=float, default=3.0, help="view side as a multiple of the object's")
+    parser.add_argument("--context", type=float, default=1.5, help="view side as a multiple of the object's")
     parser.add_argument("--json", action="store_true", help="print each sample's answers as a JSON line too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -56,3 +56,11 @@ def test_bad_options_are_one_line_errors(zoom_set, tmp_path, capsys):
     with pytest.raises(SystemExit):
         zoom_set.main(["--out", str(tmp_path), "--object-scale", "2"])
     assert "--object-scale" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        zoom_set.main(["--out", str(tmp_path), "--questions", "smell"])
+    assert "--questions" in capsys.readouterr().err
+
+
+def test_questions_can_be_limited_to_colour(zoom_set, tmp_path):
+    path = zoom_set.make_set(tmp_path, seed=1, count=4, size=(256, 192), object_scale=0.1, questions=("color",))
+    assert {json.loads(line)["question_type"] for line in path.read_text().splitlines()} == {"color"}
