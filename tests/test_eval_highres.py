@@ -159,3 +159,16 @@ def test_hrbench_score_is_averaged_over_cycles():
     assert summarize(header, rows)["benchmark_summary"]["average"] == summary["average"]
     assert summarize({**header, "benchmark": "jsonl"}, rows)["benchmark_summary"] is None
     assert get_benchmark("hr-bench").summary is hrbench_summary
+
+
+def test_the_report_prints_the_official_hrbench_score():
+    from rich.console import Console
+
+    from idealagent.console import render_report
+
+    rows = [{"id": str(i), "question_type": f"single/cycle{i % 2}", "score": float(i % 2), "confidence": 0.5,
+             "error": None, "prediction": "A"} for i in range(4)]
+    console = Console(record=True, width=200)
+    render_report(summarize({"benchmark": "hr-bench", "split": "4k", "baseline": False}, rows), console)
+    assert "hr-bench official score, accuracy per cycle_category, averaged over cycles: all 50.0%" \
+        in console.export_text()
