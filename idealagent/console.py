@@ -265,6 +265,12 @@ def render_report(summary: dict[str, Any], console: Console) -> None:
     title = f"{summary['benchmark']} · {summary['split']} · preset {summary['preset']}"
     console.print(_accuracy_table(title, groups, summary["baseline"]))
     console.print(run_identity(summary), style="dim", highlight=False, soft_wrap=True)
+    official = summary.get("benchmark_summary")
+    if official and official.get("average"):
+        line = " · ".join(f"{name} {100 * value:.1f}%" for name, value in official["average"].items())
+        if official.get("baseline_average"):
+            line += f" (baseline all {100 * official['baseline_average'].get('all', 0.0):.1f}%)"
+        console.print(f"{summary['benchmark']} official score, {official['metric']}: {line}", highlight=False)
     comparison = summary["overall"].get("vs_baseline")
     if comparison:
         console.print(f"Δ paired: agent - baseline on the {plural(comparison['n'], 'sample')} with a baseline score, "

@@ -65,12 +65,13 @@ def is_url(ref: str) -> bool:
     return ref.startswith(("http://", "https://"))
 
 
-def load_image(ref: Any) -> Image.Image:
-    """Decode ``ref`` into an upright RGB image of at most about ``MAX_PIXELS`` pixels, or raise
-    ImageError with a one-line reason."""
+def load_image(ref: Any, *, max_pixels: int | None = None) -> Image.Image:
+    """Decode ``ref`` into an upright RGB image of at most about ``max_pixels`` (``MAX_PIXELS``)
+    pixels, or raise ImageError with a one-line reason. (The full-resolution views of
+    ``idealagent.looking`` ask for up to ``MAX_DECODED_PIXELS``.)"""
     if isinstance(ref, Image.Image):
         try:
-            return _normalise(ref, reduce_at_decode=False)
+            return _normalise(ref, reduce_at_decode=False, limit=max_pixels)
         except ImageError as exc:
             raise ImageError(f"in-memory image: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - a lazily opened image can still fail to decode here
@@ -90,11 +91,31 @@ def load_image(ref: Any) -> Image.Image:
             # Pillow warns (once per process) between its two size limits; ours decides instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                return _normalise(image, reduce_at_decode=True)
+                return _normalise(image, reduce_at_decode=True, limit=max_pixels)
     except ImageError as exc:
         raise ImageError(f"{ref}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's problem only
         raise ImageError(f"{ref}: {_decode_problem(exc, data)}") from exc
+
+
+def upright_size(ref: Any) -> tuple[int, int] | None:
+    """The (width, height) ``ref`` has upright at full resolution, read from the file's header
+    without decoding it; None for a URL or anything unreadable (what ``load_image`` gave is then
+    all there is)."""
+    if isinstance(ref, Image.Image):
+        width, height = ref.size
+        return (height, width) if _orientation(ref) in (5, 6, 7, 8) else (width, height)
+    if not isinstance(ref, (str, Path)) or (isinstance(ref, str) and _SCHEME.match(ref)):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(Path(ref).expanduser()) as image:
+                width, height = image.size
+                return (height, width) if _orientation(image) in (5, 6, 7, 8) else (width, height)
+    except Exception as exc:  # noqa: BLE001 - load_image reports what is wrong with the file
+        log.debug("no size for %s: %s", ref, exc)
+        return None
 
 
 def _decode_problem(exc: Exception, data: bytes = b"") -> str:
@@ -126,9 +147,10 @@ def _what_it_is(data: bytes) -> str:
     return "text" if head and printable > 0.95 * len(head) else "an unknown format"
 
 
-def _normalise(image: Image.Image, *, reduce_at_decode: bool) -> Image.Image:
-    """Decode ``image`` (frame 0) within the pixel limits, upright, in RGB."""
-    target = _fit(image.size, MAX_PIXELS)
+def _normalise(image: Image.Image, *, reduce_at_decode: bool, limit: int | None = None) -> Image.Image:
+    """Decode ``image`` (frame 0) within the pixel limits (``limit``, else ``MAX_PIXELS``, after
+    resizing), upright, in RGB."""
+    target = _fit(image.size, min(limit or MAX_PIXELS, MAX_DECODED_PIXELS))
     if reduce_at_decode and target != image.size:
         image.draft(None, target)  # JPEG decodes at 1/2, 1/4 or 1/8 scale; other formats ignore it
     width, height = image.size

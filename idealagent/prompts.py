@@ -81,6 +81,11 @@ class PromptSpec(BaseModel):
         return messages
 
 
+def render_text(template: str, **variables: Any) -> str:
+    """One template of a prompt file (an instruction line, say) rendered strictly, as ``render`` does."""
+    return _render(template, **variables)
+
+
 @lru_cache(maxsize=512)
 def _compiled(template: str) -> jinja2.Template:
     """A template compiled once: compiling costs milliseconds, and every request renders several."""

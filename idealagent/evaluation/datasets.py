@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from idealagent.errors import InputError
-from idealagent.evaluation import formats, hub, vcr
+from idealagent.evaluation import formats, highres, hub, vcr
 from idealagent.evaluation.items import EvalItem, Metric
 
 __all__ = [
@@ -36,6 +36,8 @@ Loader = Callable[[Path, str], "tuple[list[EvalItem], list[str]]"]
 # Runs on the picked items only, after subsampling: work too costly for the whole split (hf
 # writes the images of the picked rows). Returns the items to use.
 Materializer = Callable[[Path, str, "list[EvalItem]"], "list[EvalItem]"]
+# A benchmark's own figures from its results rows, beside the generic ones (HR-Bench's cycles).
+Summary = Callable[["list[dict]"], dict]
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Benchmark:
     unscored_splits: tuple[str, ...] = ()
     materializer: Materializer | None = field(repr=False, compare=False, default=None)
     data_is_path: bool = True  # False: --data may also name something remote (a Hub dataset id)
+    summary: Summary | None = field(repr=False, compare=False, default=None)  # its official score, if special
 
     @property
     def default_split(self) -> str:
@@ -150,6 +153,25 @@ def _benchmarks() -> dict[str, Benchmark]:
             "choice",
             "https://scienceqa.github.io/#download",
             formats.load_scienceqa,
+        ),
+        Benchmark(
+            "vstar",
+            "V* Bench: small details in high-resolution pictures, options shuffled (seeded), letter match",
+            ("test",),
+            "choice",
+            "https://huggingface.co/datasets/craigwu/vstar_bench (the folder with direct_attributes/ "
+            "and relative_position/)",
+            highres.load_vstar,
+        ),
+        Benchmark(
+            "hr-bench",
+            "HR-Bench 4K/8K: 4-option questions on 4K and 8K pictures, accuracy averaged over cycles",
+            ("4k", "8k"),
+            "choice",
+            "https://huggingface.co/datasets/DreamMMLab/HR-Bench (hr_bench_4k.tsv, hr_bench_8k.tsv)",
+            highres.load_hrbench,
+            materializer=highres.materialize_hrbench,
+            summary=highres.hrbench_summary,
         ),
         Benchmark(
             "easy-vqa",

@@ -145,6 +145,8 @@ def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[st
         "warning": worse_than_baseline(overall.get("vs_baseline")),
         "overall": overall,
         "by_type": {name: _group(group, baseline, vqa_metric, sentences) for name, group in sorted(by_type.items())},
+        # The benchmark's official score where it is not plain accuracy (HR-Bench: over cycles).
+        "benchmark_summary": _benchmark_summary(header, rows),
     }  # fmt: skip
 
 
@@ -154,6 +156,13 @@ def calibration_name(recorded: Any) -> str | None:
     if isinstance(recorded, Mapping):
         return Calibration.model_validate(recorded).name
     return None if recorded is None else str(recorded)
+
+
+def _benchmark_summary(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    from idealagent.evaluation.datasets import BENCHMARKS
+
+    benchmark = BENCHMARKS.get(str(header.get("benchmark") or ""))
+    return benchmark.summary(list(rows)) if benchmark is not None and benchmark.summary else None
 
 
 def worse_than_baseline(comparison: dict[str, Any] | None) -> str | None:
