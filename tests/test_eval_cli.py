@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,6 +85,24 @@ def test_without_a_terminal_progress_lines_follow_the_clock(tmp_path: Path, buil
     assert done == [3, 6, 9, 12]
     assert result.stderr.splitlines()[:2] == [
         "loading the fake-eval preset's models…", "running 12 samples; a progress line every 20s and at the end"]
+
+
+def test_a_slow_first_sample_is_not_a_silent_minute(tmp_path: Path, builds: Builds,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any sample finishes, the line still comes every interval: what is in flight and
+    how many model calls were made, and no estimate yet."""
+    import idealagent.cli.evaluation
+
+    monkeypatch.setattr(idealagent.cli.evaluation, "PROGRESS_EVERY_S", 0.2)
+    monkeypatch.setenv("FAKE_EVAL_DELAY", "0.5")  # each reasoner reply: the first sample takes > 1 s
+    data, out = write_fixture(tmp_path / "data", n=2), tmp_path / "r.jsonl"
+    result = run_eval_cli(data, out, "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if " done, " in line]
+    early = [line for line in lines if line.startswith("0/2 done")]
+    assert early, lines  # printed while nothing had finished
+    assert re.search(r"0/2 done, .*, 2 in flight, [1-9]\d* model calls$", early[-1]), early[-1]
+    assert lines[-1].startswith("2/2 done") and "0 in flight" in lines[-1]
 
 
 @pytest.mark.parametrize(

@@ -402,7 +402,7 @@ def test_agent_stats_by_hand() -> None:
     ]
     stats = agent_stats(traces)
     assert stats["n"] == 4
-    assert stats["mean_rounds"] == pytest.approx((1 + 2 + 1 + 0) / 4)
+    assert stats["mean_rounds"] == pytest.approx((1 + 2 + 0 + 0) / 4)  # only judged rounds count
     assert stats["mean_sub_questions"] == pytest.approx((2 + 2 + 0 + 0) / 4)
     assert stats["total_llm_calls"] == 2 + 4 + 2 + 0
     assert stats["mean_llm_input_tokens"] == pytest.approx(50.0)

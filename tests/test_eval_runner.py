@@ -187,8 +187,8 @@ def test_an_agent_crash_stops_the_run_and_records_nothing_in_flight(tmp_path: Pa
     agent = load_preset(fake, batch_size=2)
     real_iter_batch = agent.iter_batch
 
-    def crashing(samples):  # a backend bug surfacing while q04 is in the pool
-        for trace in real_iter_batch(samples):
+    def crashing(samples, **options):  # a backend bug surfacing while q04 is in the pool
+        for trace in real_iter_batch(samples, **options):
             if trace.sample.id == "q04":
                 raise RuntimeError("CUDA error: device-side assert")
             yield trace
@@ -232,7 +232,7 @@ def test_the_baseline_question_carries_the_options_and_the_reply_maps_back() -> 
 
     mc = item("multiple_choice", ["cat", "dog"], 0)
     assert baseline_question(mc) == "Which one? Options: A) cat B) dog. Answer with one option."
-    assert read_reply(mc, "B) dog") == ("dog", 1) and read_reply(mc, "a fish") == ("a fish", None)
+    assert read_reply(mc, "B) dog") == ("dog", 1) and read_reply(mc, "a fish") == (None, None)  # no option: no answer
     assert baseline_question(item("yes_no", gold=0)) == "Which one? Answer yes or no."
     assert read_reply(item("yes_no", gold=0), "Yes, it is.") == ("yes", 0)
     entailment = baseline_question(item("entailment", gold=2))
