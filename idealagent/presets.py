@@ -321,8 +321,16 @@ def load_preset(name: str = "tiny", *, vlm: str | None = None, llm: str | None =
     preset = get_preset(name)
     models = preset_models(name, vlm, llm)
     settings = preset_settings(name, **overrides)  # checked before any weights load
-    agent = IdealAgent(**preset.build(**models), settings=settings)
+    built = preset.build(**models)
+    cache = None
+    if settings.cache:
+        from idealagent.response_cache import ResponseCache, with_response_cache
+
+        cache = ResponseCache.default()
+        built = with_response_cache(built, cache)
+    agent = IdealAgent(**built, settings=settings)
     agent.origin = {"preset": name, **({"models": models} if models else {})}
+    agent.response_cache = cache  # its hits and misses, for the end of a run
     return agent
 
 

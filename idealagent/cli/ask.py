@@ -17,6 +17,7 @@ from rich.text import Text
 
 from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
 from idealagent.cli.options import (
+    Cache,
     CalibrationFile,
     Debug,
     DirectAnswer,
@@ -72,6 +73,7 @@ def ask(
     direct_answer: DirectAnswer = None,
     calibration: CalibrationFile = None,
     votes: Votes = None,
+    cache: Cache = None,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     json_output: Annotated[bool, flag("--json", help="Print only the trace as JSON on stdout.")] = False,
@@ -85,7 +87,7 @@ def ask(
         overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
                                    max_sub_questions=max_sub_questions, structured=structured,
                                    direct_answer=direct_answer, calibration=calibration, votes=votes,
-                                   vlm=vlm, llm=llm)
+                                   cache=cache, vlm=vlm, llm=llm)
         picture = load_image(image)
         agent = load_agent(preset, overrides)
         # With --json, stdout holds the trace alone: the rounds go to stderr, and only to a terminal.
@@ -100,6 +102,8 @@ def ask(
             typer.echo(trace.to_json(indent=2))
         else:
             console.print(result_panel(trace, agent.confidence_threshold))
+        if verbose and getattr(agent, "response_cache", None) is not None:
+            typer.echo(agent.response_cache.counts.line(), err=True)
         if trace.answer is None:
             raise IdealAgentError(f"no answer: {stop_reason_text(trace)}")
 
@@ -114,6 +118,7 @@ def chat(
     direct_answer: DirectAnswer = None,
     calibration: CalibrationFile = None,
     votes: Votes = None,
+    cache: Cache = None,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     verbose: Verbose = False,
@@ -124,7 +129,7 @@ def chat(
         overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
                                    max_sub_questions=max_sub_questions, structured=structured,
                                    direct_answer=direct_answer, calibration=calibration, votes=votes,
-                                   vlm=vlm, llm=llm)
+                                   cache=cache, vlm=vlm, llm=llm)
         picture = load_image(image)
         agent = load_agent(preset, overrides)
         ChatSession(agent, Console(), image, picture, debug=debug).run()

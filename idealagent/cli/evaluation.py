@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
 from idealagent.cli.options import (
+    Cache,
     CalibrationFile,
     Debug,
     DirectAnswer,
@@ -85,6 +86,7 @@ def eval_command(
     direct_answer: DirectAnswer = None,
     calibration: CalibrationFile = None,
     votes: Votes = None,
+    cache: Cache = None,
     vlm: VlmOption = None,
     llm: LlmOption = None,
     verbose: Verbose = False,
@@ -98,7 +100,7 @@ def eval_command(
         overrides = loop_overrides(preset, max_rounds=max_rounds, threshold=threshold,
                                    max_sub_questions=max_sub_questions, structured=structured,
                                    direct_answer=direct_answer, calibration=calibration, votes=votes,
-                                   vlm=vlm, llm=llm)
+                                   cache=cache, vlm=vlm, llm=llm)
         plan = prepare_eval(benchmark, data, split, out=out, preset=preset,
                             settings=expected_settings(preset, overrides), limit=limit, seed=seed,
                             shard=shard_pair, force=force, baseline=not no_baseline, vqa_metric=vqa_metric)
@@ -127,6 +129,8 @@ def eval_command(
         except (InfrastructureError, ModelLoadError) as exc:  # nothing in flight was recorded
             raise type(exc)(f"{exc}; {resume}") from exc
         _print_summary(plan, result)
+        if agent is not None and getattr(agent, "response_cache", None) is not None:
+            typer.echo(agent.response_cache.counts.line())
         if result.unfinished:
             raise InfrastructureError(
                 f"{plural(result.unfinished, 'sample')} left unfinished because a model service kept failing "
@@ -249,7 +253,8 @@ def bench_command(
                                    direct_answer=direct_answer, calibration=calibration, votes=votes,
                                    vlm=vlm, llm=llm)
         items = load_benchmark(benchmark, data, split, limit=samples, seed=seed).items
-        agent = load_agent(preset, {**overrides, **({"pipeline": False} if lock_step else {})})
+        # Never the response cache: a hit takes no time, so it would measure nothing.
+        agent = load_agent(preset, {**overrides, "cache": False, **({"pipeline": False} if lock_step else {})})
         lines = []
         for line in run_bench(agent, items, sizes, modes):  # type: ignore[arg-type]
             line = {"preset": preset, "benchmark": benchmark, "loop": "lock-step" if lock_step else "pipelined",

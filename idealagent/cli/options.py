@@ -131,6 +131,7 @@ Structured = _setting_type("structured")
 DirectAnswer = _setting_type("direct_answer")
 CalibrationFile = _setting_type("calibration")
 Votes = _setting_type("votes")
+Cache = _setting_type("cache")
 
 
 def loop_overrides(preset: str, *, vlm: str | None = None, llm: str | None = None,

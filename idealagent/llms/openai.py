@@ -35,7 +35,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from idealagent.endpoints import (
     LLM_PREFIX,
@@ -49,6 +49,7 @@ from idealagent.endpoints import (
 )
 from idealagent.errors import IdealAgentError, ModelLoadError, ModelOutputError, one_line
 from idealagent.limits import AdaptiveLimit
+from idealagent.response_cache import ResponseCache, message_from_record, message_record, request_key
 
 try:
     import openai
@@ -73,6 +74,8 @@ class EndpointChatModel(ChatOpenAI):
     """Seconds before the first retry; doubles each retry, plus up to as much jitter."""
     retry_max_wait: float = 20.0
     """Cap on one wait between tries."""
+    response_cache: ResponseCache | None = Field(default=None, exclude=True, repr=False)
+    """Where replies at temperature 0 are kept between runs (None: every call is sent)."""
 
     _slots: tuple[int, AdaptiveLimit] | None = PrivateAttr(default=None)
     _slots_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -183,7 +186,34 @@ class EndpointChatModel(ChatOpenAI):
               *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
         """Run the inputs on up to ``max_concurrency`` threads (LangChain's default is a few)."""
         configs = [{"max_concurrency": self.max_concurrency, **c} for c in get_config_list(config, len(inputs))]
-        return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+        if self.response_cache is None:
+            return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+
+        def send(missing: list[int]) -> list[Any]:
+            return super(EndpointChatModel, self).batch(
+                [inputs[i] for i in missing], [configs[i] for i in missing], return_exceptions=return_exceptions,
+                **kwargs)
+
+        keys = [self.request_key(x, **kwargs) for x in inputs]
+        return self.response_cache.through(keys, send, encode=message_record, decode=message_from_record)
+
+    def request_key(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> str | None:
+        """The response-cache key of one request: the endpoint and the very body that would be
+        sent (messages, model, limits, response_format, logprobs); None unless it is at
+        temperature 0 with one choice."""
+        kwargs.pop("ls_structured_output_format", None)  # LangChain's tracing note, never sent
+        payload = self._get_request_payload(input_, stop=stop, **kwargs)
+        if payload.get("temperature") != 0 or payload.get("n") not in (None, 1):
+            return None
+        return request_key({"class": type(self).__name__, "base_url": str(self.openai_api_base)}, payload)
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """The endpoint and its default request settings (model, limits, logprobs); None
+        unless replies are at temperature 0."""
+        if self.temperature != 0:
+            return None
+        return {"class": type(self).__name__, "base_url": str(self.openai_api_base),
+                "defaults": self._default_params, "logprobs": self._logprobs.on}
 
     def with_structured_output(self, schema: Any = None, **kwargs: Any) -> Runnable:
         """ChatOpenAI's structured output, batched on up to ``max_concurrency`` threads."""
