@@ -113,6 +113,17 @@ class ResponseCache:
                 log.warning("cannot write to the response cache %s (%s); going on without storing",
                             self.folder, exc)
 
+    def fetch(self, key: str, decode: Callable[[Any], Any]) -> Any | None:
+        """The decoded reply stored under ``key``, counted as a hit; None (a miss) if there is
+        none or it cannot be decoded."""
+        found = self._decoded(key, decode)
+        with self._lock:
+            if found is None:
+                self._counts.misses += 1
+            else:
+                self._counts.hits += 1
+        return found
+
     def through(self, keys: Sequence[str | None], call: Callable[[list[int]], Sequence[Any]], *,
                 encode: Callable[[Any], Any], decode: Callable[[Any], Any]) -> list[Any]:
         """Each request's reply: hits from disk, and the misses from one ``call`` with their
@@ -120,16 +131,12 @@ class ResponseCache:
         cached (a sampled one). A reply that is an exception is returned, never stored."""
         replies: list[Any] = [None] * len(keys)
         missing: list[int] = []
-        hits = 0
         for i, key in enumerate(keys):
-            found = self._decoded(key, decode) if key is not None else None
+            found = self.fetch(key, decode) if key is not None else None
             if found is None:
                 missing.append(i)
             else:
-                replies[i], hits = found, hits + 1
-        with self._lock:
-            self._counts.hits += hits
-            self._counts.misses += sum(keys[i] is not None for i in missing)
+                replies[i] = found
         if not missing:
             return replies
         fresh = list(call(missing))

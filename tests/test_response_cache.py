@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import re
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,90 @@ def _without_timings(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_timings(v) for v in value]
     return value
+
+
+# -- OpenAI-compatible servers -------------------------------------------------------------------
+
+
+@pytest.fixture
+def stub():
+    from tests.openai_stub import StubServer
+
+    with StubServer(reply=lambda body: json.dumps({"answer": "red"})) as server:
+        yield server
+
+
+def test_endpoint_replies_at_temperature_0_are_reused_with_their_logprobs(stub, cache):
+    from idealagent.llms.openai import make_chat_model
+
+    llm = make_chat_model("stub-llm", stub.base_url, timeout=2.0).model_copy(update={"response_cache": cache})
+    schema = {"title": "A", "type": "object", "properties": {"answer": {"type": "string"}}}
+    structured = llm.with_structured_output(schema, method="json_schema", include_raw=True)
+    first = structured.batch(["What colour?", "What shape?"])
+    again = structured.batch(["What colour?", "What shape?"])
+
+    assert len(stub.requests) == 2
+    assert [r["parsed"] for r in again] == [r["parsed"] for r in first] == [{"answer": "red"}] * 2
+    raw = again[0]["raw"]
+    assert raw.response_metadata["logprobs"] == first[0]["raw"].response_metadata["logprobs"] is not None
+    assert raw.usage_metadata["output_tokens"] == first[0]["raw"].usage_metadata["output_tokens"] > 0
+
+    llm.batch(["What colour?"])  # no response_format: another request
+    llm.bind(max_tokens=7).batch(["What colour?"])
+    for _ in range(2):
+        llm.model_copy(update={"temperature": 0.7}).batch(["What colour?"])  # sampled: always sent
+    assert len(stub.requests) == 6
+
+
+def test_endpoint_answerer_reruns_send_nothing_and_images_are_keyed_by_pixels(stub, cache):
+    from idealagent.answerers.openai import OpenAIAnswerer
+
+    stub.reply = lambda body: "red"
+    cached = CachedAnswerer(OpenAIAnswerer("stub-vlm", stub.base_url, timeout=2.0), cache)
+    red, blue = Image.new("RGB", (8, 8), "red"), Image.new("RGB", (8, 8), "blue")
+    first = cached.answer([(red, "What colour?")])
+    again = cached.answer([(red.copy(), "What colour?")])  # another object, the same pixels
+
+    assert again == first and first[0].probability is not None and len(stub.requests) == 1
+    cached.answer([(blue, "What colour?")])
+    assert len(stub.requests) == 2
+    sampled = CachedAnswerer(OpenAIAnswerer("stub-vlm", stub.base_url, timeout=2.0, temperature=0.5), cache)
+    sampled.answer([(red, "What colour?")])
+    assert len(stub.requests) == 3
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_eval_reruns_from_the_cache_and_says_so(tmp_path, monkeypatch):
+    import idealagent.presets
+    from idealagent.presets import Preset
+    from idealagent.testing import ScriptedChatModel
+    from tests import eval_fake_preset
+    from tests.test_cli import invoke
+    from tests.test_eval_runner import write_fixture
+
+    answerer = ScoredAnswerer()
+    build = lambda **_: {"llm": ScriptedChatModel(replies=[eval_fake_preset.reply] * 1000), "answerer": answerer}
+    monkeypatch.setitem(idealagent.presets.PRESETS, "cached-fake",
+                        Preset("cached-fake", "scripted", build, eval_fake_preset.PRESET.settings))
+    data = write_fixture(tmp_path / "data")
+
+    def run(out: str, *extra: str) -> str:
+        result = invoke("eval", "jsonl", "--data", str(data), "--out", str(tmp_path / out), "--preset",
+                        "cached-fake", "--limit", "6", *extra)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    first = run("first.jsonl")
+    asked = len(answerer.requests)
+    second = run("second.jsonl", "--threshold", "0.8")
+    assert len(answerer.requests) == asked  # the rerun asked the answerer nothing
+    third = run("third.jsonl", "--no-cache")
+
+    # Samples with the same image and question hit already in the first run.
+    hits, misses = map(int, re.search(r"response cache: (\d+) hits, (\d+) misses", first).groups())
+    assert misses > 0 and asked > 0
+    assert f"response cache: {hits + misses} hits, 0 misses (100% hits)" in second
+    assert len(answerer.requests) > asked  # without the cache, asked again
+    assert "response cache" not in third

@@ -129,8 +129,9 @@ def eval_command(
         except (InfrastructureError, ModelLoadError) as exc:  # nothing in flight was recorded
             raise type(exc)(f"{exc}; {resume}") from exc
         _print_summary(plan, result)
-        if agent is not None and getattr(agent, "response_cache", None) is not None:
-            typer.echo(agent.response_cache.counts.line())
+        cache = getattr(agent, "response_cache", None)
+        if cache is not None and cache.counts.hits + cache.counts.misses:  # else nothing was cacheable
+            typer.echo(cache.counts.line())
         if result.unfinished:
             raise InfrastructureError(
                 f"{plural(result.unfinished, 'sample')} left unfinished because a model service kept failing "

@@ -32,7 +32,7 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
 from pydantic import Field, PrivateAttr
@@ -104,6 +104,34 @@ class EndpointChatModel(ChatOpenAI):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        key = self._cache_key(messages, stop, kwargs)
+        if key is not None and (hit := self.response_cache.fetch(key, message_from_record)) is not None:
+            return ChatResult(generations=[ChatGeneration(message=hit)])
+        return self._kept(key, self._send(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        key = self._cache_key(messages, stop, kwargs)
+        if key is not None and (hit := self.response_cache.fetch(key, message_from_record)) is not None:
+            return ChatResult(generations=[ChatGeneration(message=hit)])
+        return self._kept(key, await self._asend(messages, stop, run_manager, **kwargs))
+
+    def _cache_key(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict) -> str | None:
+        return None if self.response_cache is None else self.request_key(messages, stop=stop, **kwargs)
+
+    def _kept(self, key: str | None, result: ChatResult) -> ChatResult:
+        """``result``, stored under ``key`` (when there is one) as a hit will return it: one
+        message whose metadata holds what LangChain would merge in from ``generation_info``."""
+        if key is None or self.response_cache is None:
+            return result
+        generation = result.generations[0]
+        message = generation.message.model_copy(update={"response_metadata": {
+            **(generation.generation_info or {}), **generation.message.response_metadata}})
+        self.response_cache.store(key, message_record(message))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _send(self, messages: list[BaseMessage], stop: list[str] | None = None,
+              run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         parent = super()._generate
         slot = self._slot()
 
@@ -126,8 +154,8 @@ class EndpointChatModel(ChatOpenAI):
         # The slot is held for the request only, not while backing off between tries.
         return self.retry_policy.call(lambda: slot.run(request), self._describe())
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    async def _asend(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                     run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         # Async callers bound concurrency with abatch's max_concurrency (set by with_config below).
         parent = super()._agenerate
 
@@ -186,16 +214,7 @@ class EndpointChatModel(ChatOpenAI):
               *, return_exceptions: bool = False, **kwargs: Any) -> list[Any]:
         """Run the inputs on up to ``max_concurrency`` threads (LangChain's default is a few)."""
         configs = [{"max_concurrency": self.max_concurrency, **c} for c in get_config_list(config, len(inputs))]
-        if self.response_cache is None:
-            return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
-
-        def send(missing: list[int]) -> list[Any]:
-            return super(EndpointChatModel, self).batch(
-                [inputs[i] for i in missing], [configs[i] for i in missing], return_exceptions=return_exceptions,
-                **kwargs)
-
-        keys = [self.request_key(x, **kwargs) for x in inputs]
-        return self.response_cache.through(keys, send, encode=message_record, decode=message_from_record)
+        return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
 
     def request_key(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> str | None:
         """The response-cache key of one request: the endpoint and the very body that would be
