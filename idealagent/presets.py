@@ -314,7 +314,8 @@ def load_preset(name: str = "tiny", *, vlm: str | None = None, llm: str | None =
     """Build the agent for a preset.
 
     ``vlm`` and ``llm`` replace the preset's models (a hub id in the local cache, or a folder);
-    other keyword arguments override its loop settings.
+    other keyword arguments override its loop settings. With the ``cache`` setting (on by
+    default) the models read and write the response cache (``agent.response_cache``).
     """
     from idealagent.agent import IdealAgent
 
