@@ -204,24 +204,3 @@ def message_from_record(record: dict[str, Any]) -> AIMessage:
     from langchain_core.messages import AIMessage
 
     return AIMessage(**record)
-
-
-def with_response_cache(models: dict[str, Any], cache: ResponseCache) -> dict[str, Any]:
-    """A preset's models (``llm``, ``answerer``, ...) reading and writing ``cache``: chat
-    models that have a ``response_cache`` field get it, answerers that say what identifies
-    them (``cache_identity``) are wrapped. Others are left as they are: their replies may
-    not be deterministic."""
-    from idealagent.answerers.cached import CachedAnswerer
-
-    copies: dict[int, Any] = {}  # a model passed in two roles stays one model
-    wrapped: dict[str, Any] = {}
-    for role, model in models.items():
-        if id(model) in copies:
-            wrapped[role] = copies[id(model)]
-        elif "response_cache" in getattr(type(model), "model_fields", {}):
-            wrapped[role] = copies[id(model)] = model.model_copy(update={"response_cache": cache})
-        elif callable(getattr(model, "cache_identity", None)):
-            wrapped[role] = copies[id(model)] = CachedAnswerer(model, cache)
-        else:
-            wrapped[role] = model
-    return wrapped

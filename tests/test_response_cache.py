@@ -16,7 +16,8 @@ from idealagent.agent import IdealAgent
 from idealagent.answerers import Answer
 from idealagent.answerers.cached import CachedAnswerer
 from idealagent.errors import ModelOutputError
-from idealagent.response_cache import CacheCounts, ResponseCache, request_key, with_response_cache
+from idealagent.presets import with_response_cache
+from idealagent.response_cache import CacheCounts, ResponseCache, request_key
 from idealagent.testing import ScriptedAnswerer
 from idealagent.trace import Sample
 
