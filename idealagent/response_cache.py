@@ -175,9 +175,12 @@ def image_digest(image: Image) -> str:
     return digest.hexdigest()
 
 
-def weights_identity(name: str, model: Any = None) -> dict[str, Any]:
+def weights_identity(name: str, model: Any = None) -> dict[str, Any] | None:
     """What says which weights ``name`` is: for a local folder each weight, config and
-    tokenizer file's name, size and modification time; for a hub id its commit."""
+    tokenizer file's name, size and modification time; for a hub id its commit. None for a
+    model without a name (built in memory): nothing tells its weights apart, so no caching."""
+    if not name:
+        return None
     folder = Path(name).expanduser()
     if folder.is_dir():
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)

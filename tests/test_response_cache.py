@@ -344,3 +344,13 @@ def test_eval_reruns_from_the_cache_and_says_so(tmp_path, monkeypatch):
     assert f"response cache: {hits + misses} hits, 0 misses (100% hits)" in second
     assert len(answerer.requests) > asked  # without the cache, asked again
     assert "response cache" not in third
+
+
+def test_a_model_without_a_name_is_never_cached(tiny_chat, generate_calls, cache):
+    from idealagent.llms.local import LocalChatModel
+
+    unnamed = LocalChatModel(model=tiny_chat.model, tokenizer=tiny_chat.tokenizer, max_new_tokens=4,
+                             response_cache=cache)  # weights from memory: nothing says which
+    for _ in range(2):
+        unnamed.batch(CONVERSATIONS[:1])
+    assert generate_calls == [1, 1] and cache.counts == CacheCounts()

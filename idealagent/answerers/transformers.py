@@ -138,13 +138,16 @@ class TransformersAnswerer:
         prompts = [self._prompt("answer", question) for _, question in requests]
         return self._generate_all(images, prompts, max_words=self.max_words, scored=True)
 
-    def cache_identity(self) -> dict[str, Any]:
+    def cache_identity(self) -> dict[str, Any] | None:
         """What, besides the request, decides a reply (for ``CachedAnswerer``): the weights,
-        their dtype, the limits, the prompt file and the chat template. Decoding is greedy."""
+        their dtype, the limits, the prompt file and the chat template (decoding is greedy);
+        None for weights without a name, which nothing tells apart."""
         from idealagent.response_cache import weights_identity
 
         if self._weights is None:
-            self._weights = weights_identity(self.model_name, self.model)
+            self._weights = weights_identity(self.model_name, self.model) or {}
+        if not self._weights:
+            return None
         return {"class": type(self).__name__, "weights": self._weights, "dtype": str(self.model.dtype),
                 "max_new_tokens": self.max_new_tokens, "max_words": self.max_words,
                 "prompt": self.prompt.model_dump(mode="json"), "chat_template": self._chat_template}

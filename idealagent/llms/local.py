@@ -200,11 +200,12 @@ class LocalChatModel(BaseChatModel):
 
     def cache_identity(self) -> dict[str, Any] | None:
         """What, besides the request, decides a reply: the weights (their files, or hub commit),
-        dtype and decoding settings; None when replies are sampled, so never cached."""
-        if self.temperature > 0:
-            return None
+        dtype and decoding settings; None when replies are sampled or the weights have no name
+        (built in memory), so never cached."""
         if self._weights is None:
-            self._weights = weights_identity(self.model_name, self.model)
+            self._weights = weights_identity(self.model_name, self.model) or {}
+        if self.temperature > 0 or not self._weights:
+            return None
         return {"class": type(self).__name__, "weights": self._weights, "dtype": str(self.model.dtype),
                 "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
                 "chat_template": self.chat_template, "content_parts": self.content_parts}
