@@ -57,7 +57,7 @@ def start_stub(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
 def measure(url: str, samples: list, pipeline: bool, batch_size: int | None, allowed: int) -> dict:
     from idealagent.presets import load_preset
 
-    agent = load_preset("openai", pipeline=pipeline, batch_size=batch_size)
+    agent = load_preset("openai", pipeline=pipeline, batch_size=batch_size, cache=False)  # timing: no hits
     agent.run_batch(samples[:2])  # connections and the structured-output form, outside the timing
     call_stub(url, "/stats/reset", post=True)
     started = time.perf_counter()

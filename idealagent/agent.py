@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
@@ -31,6 +31,9 @@ from idealagent.roles import Questioner, Reasoner
 from idealagent.scheduler import Lane, Pipeline, Queue
 from idealagent.settings import AgentSettings
 from idealagent.trace import DirectAnswer, Round, Sample, TaskKind, Trace
+
+if TYPE_CHECKING:
+    from idealagent.response_cache import ResponseCache
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ class IdealAgent:
         self.answerer = answerer
         # Where the models came from (a preset's name and model ids), recorded beside the settings.
         self.origin: dict[str, Any] = {}
+        # The response cache the models read and write (presets set it), for its hit counts.
+        self.response_cache: ResponseCache | None = None
         options: dict[str, Any] = {"attempts": self.settings.attempts, "structured": self.settings.structured,
                                    "prompts_dir": prompts_dir}
         self.questioner = Questioner(questioner_llm or llm, max_sub_questions=self.settings.max_sub_questions,

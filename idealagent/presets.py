@@ -23,6 +23,7 @@ from idealagent.settings import AgentSettings
 
 if TYPE_CHECKING:
     from idealagent.agent import IdealAgent
+    from idealagent.response_cache import ResponseCache
 
 log = logging.getLogger(__name__)
 
@@ -314,15 +315,24 @@ def load_preset(name: str = "tiny", *, vlm: str | None = None, llm: str | None =
     """Build the agent for a preset.
 
     ``vlm`` and ``llm`` replace the preset's models (a hub id in the local cache, or a folder);
-    other keyword arguments override its loop settings.
+    other keyword arguments override its loop settings. With the ``cache`` setting (on by
+    default) the models read and write the response cache (``agent.response_cache``).
     """
     from idealagent.agent import IdealAgent
 
     preset = get_preset(name)
     models = preset_models(name, vlm, llm)
     settings = preset_settings(name, **overrides)  # checked before any weights load
-    agent = IdealAgent(**preset.build(**models), settings=settings)
+    built = preset.build(**models)
+    cache = None
+    if settings.cache:
+        from idealagent.response_cache import ResponseCache
+
+        cache = ResponseCache.default()
+        built = with_response_cache(built, cache)
+    agent = IdealAgent(**built, settings=settings)
     agent.origin = {"preset": name, **({"models": models} if models else {})}
+    agent.response_cache = cache  # its hits and misses, for the end of a run
     return agent
 
 
@@ -330,3 +340,24 @@ def preset_settings(name: str, **overrides: Any) -> AgentSettings:
     """The loop settings of a preset's agent: the defaults, the preset's, then ``overrides``
     (None leaves a setting as the preset has it); a bad one is an InputError."""
     return AgentSettings.of(**{**get_preset(name).settings, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def with_response_cache(models: dict[str, Any], cache: ResponseCache) -> dict[str, Any]:
+    """A preset's models (``llm``, ``answerer``, ...) reading and writing ``cache``: chat
+    models that have a ``response_cache`` field get it, answerers that say what identifies
+    them (``cache_identity``) are wrapped. Others are left as they are: their replies may
+    not be deterministic."""
+    from idealagent.answerers.cached import CachedAnswerer
+
+    copies: dict[int, Any] = {}  # a model passed in two roles stays one model
+    wrapped: dict[str, Any] = {}
+    for role, model in models.items():
+        if id(model) in copies:
+            wrapped[role] = copies[id(model)]
+        elif "response_cache" in getattr(type(model), "model_fields", {}):
+            wrapped[role] = copies[id(model)] = model.model_copy(update={"response_cache": cache})
+        elif callable(getattr(model, "cache_identity", None)):
+            wrapped[role] = copies[id(model)] = CachedAnswerer(model, cache)
+        else:
+            wrapped[role] = model
+    return wrapped

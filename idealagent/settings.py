@@ -60,6 +60,10 @@ class AgentSettings(BaseModel):
     infra_retries: int = _setting(
         2, "More tries for a step the infrastructure failed (retries exhausted, out of memory).",
         fingerprint=False, ge=0)
+    cache: bool = _setting(
+        True, "Keep deterministic model replies (greedy, or temperature 0) on disk and reuse them, so a "
+        "rerun repeats no such call; sampled replies (--votes) and failures are never kept.",
+        flag="--cache/--no-cache", fingerprint=False)
     down_after: int = _setting(
         8, "Requests failing on the infrastructure in a row, none passing, that mean a service is down.",
         fingerprint=False, ge=1)

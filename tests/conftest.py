@@ -21,3 +21,10 @@ def sub_questions(*questions: str) -> str:
 def verdict(answer: str, confidence: float, analysis: str = "because") -> str:
     """A reasoner reply."""
     return json.dumps({"analysis": analysis, "answer": answer, "confidence": confidence})
+
+
+@pytest.fixture(autouse=True)
+def _response_cache(tmp_path_factory, monkeypatch) -> None:
+    """Each test gets an empty response cache of its own (subprocesses inherit it), so a test
+    never reads replies another test or an earlier run stored."""
+    monkeypatch.setenv("IDEALAGENT_RESPONSE_CACHE", str(tmp_path_factory.mktemp("responses")))

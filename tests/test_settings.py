@@ -59,4 +59,5 @@ def test_every_flag_names_a_setting():
     assert FIELD_FLAGS == {"max_rounds": "--max-rounds", "confidence_threshold": "--threshold",
                            "max_sub_questions": "--max-sub-questions", "structured": "--structured",
                            "direct_answer": "--direct-answer/--no-direct-answer", "calibration": "--calibration",
-                           "votes": "--votes", "vote_temperature": "--vote-temperature"}
+                           "votes": "--votes", "vote_temperature": "--vote-temperature",
+                           "cache": "--cache/--no-cache"}

@@ -197,3 +197,24 @@ def test_constrained_decoding_gives_schema_valid_json(qwen):
     replies = structured.batch(["Is the sky blue?", "Answer in JSON please, is grass red?"])
     for reply in replies:
         assert reply["answer"] in {"yes", "no"} and 0 <= reply["confidence"] <= 9
+
+
+def test_a_cached_rerun_generates_nothing_and_other_pixels_miss(qwen, images, monkeypatch, tmp_path):
+    from idealagent.answerers.cached import CachedAnswerer
+    from idealagent.response_cache import ResponseCache
+
+    calls = []
+    generate = qwen.model.generate
+    monkeypatch.setattr(qwen.model, "generate", lambda *a, **k: calls.append(1) or generate(*a, **k))
+    cached = CachedAnswerer(qwen, ResponseCache(tmp_path))
+    red, blue = images
+    first = cached.answer_each([(red, "What is it?"), (blue, "What is it?")])
+    again = cached.answer_each([(red.copy(), "What is it?"), (blue.copy(), "What is it?")])
+
+    failed = any(not isinstance(r, Answer) for r in first)  # a failure is never kept: asked again
+    assert len(calls) == 1 + failed
+    assert [outcome(r) for r in again] == [outcome(r) for r in first]
+    assert [r.probability for r in again if isinstance(r, Answer)] == [
+        r.probability for r in first if isinstance(r, Answer)]
+    cached.answer_each([(Image.new("RGB", (40, 30), "green"), "What is it?")])
+    assert len(calls) == 2 + failed

@@ -109,6 +109,18 @@ class OpenAIAnswerer:
     def __repr__(self) -> str:
         return f"OpenAIAnswerer(model={self.model!r}, base_url={redact_url(self.base_url)!r})"  # no key
 
+    def cache_identity(self) -> dict[str, Any] | None:
+        """What, besides the request, decides a reply (for ``CachedAnswerer``): the endpoint,
+        the model, the limits, the prompt and whether logprobs are asked; None above
+        temperature 0, where replies are sampled."""
+        if self.temperature != 0:
+            return None
+        return {"class": type(self).__name__, "base_url": self.base_url, "model": self.model,
+                "max_tokens": self.max_tokens, "caption_max_tokens": self.caption_max_tokens,
+                "max_words": self.max_words, "image_format": self.image_format,
+                "jpeg_quality": self.jpeg_quality, "logprobs": self.logprobs.on,
+                "prompt": self.prompt.model_dump(mode="json")}
+
     # -- the Answerer protocol ----------------------------------------------------------------
 
     def answer(self, requests: Sequence[tuple[Image, str]]) -> list[Answer]:

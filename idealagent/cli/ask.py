@@ -90,6 +90,8 @@ def ask(
             typer.echo(trace.to_json(indent=2))
         else:
             console.print(result_panel(trace, agent.confidence_threshold))
+        if verbose and getattr(agent, "response_cache", None) is not None:
+            typer.echo(agent.response_cache.counts.line(), err=True)
         if trace.answer is None:
             raise IdealAgentError(f"no answer: {stop_reason_text(trace)}")
 

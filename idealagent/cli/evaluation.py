@@ -219,7 +219,7 @@ def calibrate_command(
         typer.echo(f"wrote {out}; use it with --calibration {out}")
 
 
-@with_loop_options
+@with_loop_options(exclude=("cache",))  # bench never reads the cache: a hit would time nothing
 def bench_command(
     preset: PresetOption = "tiny",
     samples: Annotated[int, typer.Option(
@@ -263,7 +263,8 @@ def bench_command(
             raise InputError("--samples and every --batch-size must be at least 1")
         overrides = loop_overrides(preset, loop, vlm=vlm, llm=llm)
         items = load_benchmark(benchmark, data, split, limit=samples, seed=seed).items
-        agent = load_agent(preset, {**overrides, **({"pipeline": False} if lock_step else {})})
+        # Never the response cache: a hit takes no time, so it would measure nothing.
+        agent = load_agent(preset, {**overrides, "cache": False, **({"pipeline": False} if lock_step else {})})
         lines = []
         for line in run_bench(agent, items, sizes, modes):  # type: ignore[arg-type]
             line = {"preset": preset, "benchmark": benchmark, "loop": "lock-step" if lock_step else "pipelined",

@@ -133,14 +133,17 @@ def _setting_parameter(name: str, settings: type[AgentSettings]) -> inspect.Para
                              annotation=Annotated[python_type | None, setting_option(name, settings=settings)])
 
 
-def with_loop_options(command: Callable[..., Any], settings: type[AgentSettings] = AgentSettings
-                      ) -> Callable[..., Any]:
-    """``command`` with one option per settings field that has a flag, in place of its ``loop``
-    parameter (typer reads the signature); it receives them as ``loop``: {field: value given}."""
+def with_loop_options(command: Callable[..., Any] | None = None, settings: type[AgentSettings] = AgentSettings,
+                      *, exclude: tuple[str, ...] = ()) -> Any:
+    """``command`` with one option per settings field that has a flag (but those in ``exclude``),
+    in place of its ``loop`` parameter (typer reads the signature); it receives them as ``loop``:
+    {field: value given}. Without ``command``, a decorator: ``@with_loop_options(exclude=...)``."""
+    if command is None:
+        return functools.partial(with_loop_options, settings=settings, exclude=exclude)
     signature = inspect.signature(command, eval_str=True)
     params = list(signature.parameters.values())
     names = [param.name for param in params]
-    fields = list(setting_flags(settings))
+    fields = [name for name in setting_flags(settings) if name not in exclude]
     clash = sorted(set(fields) & set(names))
     if clash:  # our bug: the command has a parameter of its own by a setting's name
         raise TypeError(f"{command.__name__} already has a parameter named {', '.join(clash)}")

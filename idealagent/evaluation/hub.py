@@ -215,7 +215,7 @@ def load_hub(data: Path, split: str) -> Loaded:
 
 
 def _cache_root() -> Path:
-    from idealagent.llms.smollm2 import cache_root
+    from idealagent.paths import cache_root
 
     return cache_root()
 

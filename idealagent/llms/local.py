@@ -38,6 +38,13 @@ from idealagent.llms.prefix_cache import (
     pad_after_prefix,
     shared_prefix,
 )
+from idealagent.response_cache import (
+    ResponseCache,
+    message_from_record,
+    message_record,
+    request_key,
+    weights_identity,
+)
 
 # LangChain message types -> chat-template roles.
 ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
@@ -75,11 +82,15 @@ class LocalChatModel(BaseChatModel):
     content_parts: bool = False
     """Send each turn's text as ``[{"type": "text", "text": ...}]``, the shape VLM chat
     templates expect, instead of a plain string."""
+    response_cache: ResponseCache | None = Field(default=None, exclude=True, repr=False)
+    """Where greedy replies are kept between runs (None: every call generates); sampled
+    replies are never kept."""
 
     _grammar_compiler: Any = PrivateAttr(default=None)
     _grammars: dict[str, Any] = PrivateAttr(default_factory=dict)
     _prefixes: SharedPrefixes = PrivateAttr(
         default_factory=lambda: SharedPrefixes(PREFIX_CACHE_ENTRIES))
+    _weights: dict[str, Any] | None = PrivateAttr(default=None)  # weights_identity, read once
 
     @model_validator(mode="after")
     def _prepare_local_tokenizer(self) -> LocalChatModel:
@@ -144,7 +155,7 @@ class LocalChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        [reply] = self.reply([messages], stop=stop, **kwargs)
+        [reply] = self._cached_reply([messages], stop=stop, **kwargs)
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
     def batch(
@@ -162,7 +173,7 @@ class LocalChatModel(BaseChatModel):
         configs = get_config_list(config, len(inputs))
         runs = [self._start_run(c, cfg, kwargs) for c, cfg in zip(conversations, configs)]
         try:
-            replies = self.reply(conversations, **kwargs)
+            replies = self._cached_reply(conversations, **kwargs)
         except Exception as error:
             for run in runs:
                 run.on_llm_error(error)
@@ -179,6 +190,39 @@ class LocalChatModel(BaseChatModel):
         return await run_in_executor(
             None, self.batch, inputs, config, return_exceptions=return_exceptions, **kwargs
         )
+
+    def _cached_reply(self, conversations: list[list[BaseMessage]], **options: Any) -> list[AIMessage]:
+        """``reply``, with greedy replies read from and written to ``response_cache``."""
+        if self.response_cache is None:
+            return self.reply(conversations, **options)
+        keys = [self.request_key(c, **options) for c in conversations]
+        return self.response_cache.through(
+            keys, lambda missing: self.reply([conversations[i] for i in missing], **options),
+            encode=message_record, decode=message_from_record)
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """What, besides the request, decides a reply: the weights (their files, or hub commit),
+        dtype and decoding settings; None when replies are sampled or the weights have no name
+        (built in memory), so never cached."""
+        if self._weights is None:
+            self._weights = weights_identity(self.model_name, self.model) or {}
+        if self.temperature > 0 or not self._weights:
+            return None
+        return {"class": type(self).__name__, "weights": self._weights, "dtype": str(self.model.dtype),
+                "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
+                "chat_template": self.chat_template, "content_parts": self.content_parts}
+
+    def request_key(self, conversation: list[BaseMessage], *, stop: list[str] | None = None,
+                    json_schema: dict[str, Any] | None = None, max_new_tokens: int | None = None,
+                    temperature: float | None = None) -> str | None:
+        """The response-cache key of one greedy request (these weights, its rendered prompt
+        and limits); None for a sampled one, which must not be cached."""
+        identity = self.cache_identity()
+        if identity is None or (temperature or 0) > 0:
+            return None
+        request = {"prompt": self.render(conversation), "stop": stop, "max_new_tokens": max_new_tokens,
+                   "temperature": temperature, "json_schema": json.dumps(json_schema) if json_schema else None}
+        return request_key(identity, request)
 
     def reply(
         self,

@@ -32,10 +32,10 @@ from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import get_config_list
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from idealagent.capabilities import Capabilities
 from idealagent.endpoints import (
@@ -51,6 +51,7 @@ from idealagent.endpoints import (
 )
 from idealagent.errors import IdealAgentError, ModelLoadError, ModelOutputError, one_line
 from idealagent.limits import AdaptiveLimit
+from idealagent.response_cache import ResponseCache, message_from_record, message_record, request_key
 
 try:
     import openai
@@ -71,6 +72,8 @@ class EndpointChatModel(ChatOpenAI):
     """Most requests this model (and its copies) has in flight at once."""
     retry_policy: RetryPolicy = RetryPolicy()
     """How often and how patiently a request is tried; only transient failures are retried."""
+    response_cache: ResponseCache | None = Field(default=None, exclude=True, repr=False)
+    """Where replies at temperature 0 are kept between runs (None: every call is sent)."""
 
     _slots: tuple[int, AdaptiveLimit] | None = PrivateAttr(default=None)
     _slots_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -104,6 +107,34 @@ class EndpointChatModel(ChatOpenAI):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        key = self._cache_key(messages, stop, kwargs)
+        if key is not None and (hit := self.response_cache.fetch(key, message_from_record)) is not None:
+            return ChatResult(generations=[ChatGeneration(message=hit)])
+        return self._kept(key, self._send(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        key = self._cache_key(messages, stop, kwargs)
+        if key is not None and (hit := self.response_cache.fetch(key, message_from_record)) is not None:
+            return ChatResult(generations=[ChatGeneration(message=hit)])
+        return self._kept(key, await self._asend(messages, stop, run_manager, **kwargs))
+
+    def _cache_key(self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict) -> str | None:
+        return None if self.response_cache is None else self.request_key(messages, stop=stop, **kwargs)
+
+    def _kept(self, key: str | None, result: ChatResult) -> ChatResult:
+        """``result``, stored under ``key`` (when there is one) as a hit will return it: one
+        message whose metadata holds what LangChain would merge in from ``generation_info``."""
+        if key is None or self.response_cache is None:
+            return result
+        generation = result.generations[0]
+        message = generation.message.model_copy(update={"response_metadata": {
+            **(generation.generation_info or {}), **generation.message.response_metadata}})
+        self.response_cache.store(key, message_record(message))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _send(self, messages: list[BaseMessage], stop: list[str] | None = None,
+              run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         parent = super()._generate
         slot = self._slot()
 
@@ -127,8 +158,8 @@ class EndpointChatModel(ChatOpenAI):
         since = slot.generation
         return self.retry_policy.call(lambda: slot.run(request, since), self._describe())
 
-    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
-                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+    async def _asend(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                     run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         # Async callers bound concurrency with abatch's max_concurrency (set by with_config below).
         parent = super()._agenerate
 
@@ -188,6 +219,24 @@ class EndpointChatModel(ChatOpenAI):
         """Run the inputs on up to ``max_concurrency`` threads (LangChain's default is a few)."""
         configs = [{"max_concurrency": self.max_concurrency, **c} for c in get_config_list(config, len(inputs))]
         return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+
+    def request_key(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> str | None:
+        """The response-cache key of one request: the endpoint and the very body that would be
+        sent (messages, model, limits, response_format, logprobs); None unless it is at
+        temperature 0 with one choice."""
+        kwargs.pop("ls_structured_output_format", None)  # LangChain's tracing note, never sent
+        payload = self._get_request_payload(input_, stop=stop, **kwargs)
+        if payload.get("temperature") != 0 or payload.get("n") not in (None, 1):
+            return None
+        return request_key({"class": type(self).__name__, "base_url": str(self.openai_api_base)}, payload)
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """The endpoint and its default request settings (model, limits, logprobs); None
+        unless replies are at temperature 0."""
+        if self.temperature != 0:
+            return None
+        return {"class": type(self).__name__, "base_url": str(self.openai_api_base),
+                "defaults": self._default_params, "logprobs": self._logprobs.on}
 
     def with_structured_output(self, schema: Any = None, **kwargs: Any) -> Runnable:
         """ChatOpenAI's structured output, batched on up to ``max_concurrency`` threads."""

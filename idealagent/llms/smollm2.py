@@ -18,6 +18,7 @@ from typing import Any
 
 from idealagent.errors import ModelLoadError
 from idealagent.llms.local import LocalChatModel
+from idealagent.paths import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +37,6 @@ def load_smollm2(cache_dir: str | Path | None = None, **chat_kwargs: Any) -> Loc
     if not is_converted(folder):
         convert_gguf(find_gguf_folder(), folder)
     return LocalChatModel.from_pretrained(folder, **chat_kwargs)
-
-
-def cache_root() -> Path:
-    """Where idealagent keeps converted weights: ``$IDEALAGENT_CACHE`` or the user cache dir."""
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("IDEALAGENT_CACHE") or user_cache_dir("idealagent"))
 
 
 def is_converted(folder: Path) -> bool:
