@@ -24,11 +24,11 @@ from idealagent.evaluation.metrics import (
 from idealagent.evaluation.rows import agent_scores, baseline_scores, rounds_used
 
 COVERAGE_GRID = tuple(i / 20 for i in range(1, 21))  # 5%, 10%, ... 100%
+PLOT_FILES = ("reliability.png", "accuracy_vs_rounds.png", "accuracy_vs_coverage.png", "risk_coverage.png")
 
 
 def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Write reliability.png, accuracy_vs_rounds.png, accuracy_vs_coverage.png and
-    risk_coverage.png; their paths."""
+    """Write the PLOT_FILES into ``out_dir``; their paths."""
     figures = draw_figures(rows)
     out_dir = Path(out_dir)
     try:
@@ -44,7 +44,7 @@ def write_plots(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def draw_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The four figures of ``write_plots``, by file name, as unsaved matplotlib Figures."""
+    """The figures of ``write_plots`` by file name (PLOT_FILES), as unsaved matplotlib Figures."""
     if not rows:
         raise InputError("the results hold no finished samples yet; nothing to plot")
     try:
@@ -56,12 +56,12 @@ def draw_figures(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     has_baseline = any(isinstance(r.get("baseline"), dict) for r in rows)
     baseline = sum(baseline_scores(rows)[0]) / len(rows) if has_baseline else None
     name = rows[0].get("benchmark") or "results"
-    return {
-        "reliability.png": _reliability(confidences, scores, name),
-        "accuracy_vs_rounds.png": _by_rounds(rows, scores, baseline, name),
-        "accuracy_vs_coverage.png": _coverage(confidences, scores, baseline, name),
-        "risk_coverage.png": _risk_coverage(confidences, scores, baseline, name),
-    }
+    return dict(zip(PLOT_FILES, [
+        _reliability(confidences, scores, name),
+        _by_rounds(rows, scores, baseline, name),
+        _coverage(confidences, scores, baseline, name),
+        _risk_coverage(confidences, scores, baseline, name),
+    ], strict=True))  # fmt: skip
 
 
 def _figure() -> Any:
