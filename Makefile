@@ -9,7 +9,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 DEMO_IMAGE ?= idealagent/examples/cat.jpg
 DEMO_QUESTION ?= What animal is in the picture?
 
-.PHONY: setup demo test bench lock gpu-wheels clean
+.PHONY: setup demo test bench notebooks lock gpu-wheels clean
 
 # constraints.txt pins every package to the versions the tests last passed with, so a fresh
 # machine gets those; pyproject.toml keeps the ranges library users install from.
@@ -45,6 +45,11 @@ test: setup
 # (easy-VQA questions, offline). Any preset: idealagent bench --preset NAME -b 1 -b 32.
 bench: setup
 	$(VENV)/bin/idealagent bench --preset tiny --samples 8 -b 1 -b 8
+
+# Execute notebooks/*.ipynb and save them in place with their outputs (on the tiny preset, a few
+# minutes); tests/test_notebooks.py fails when the saved outputs are from an older version.
+notebooks: setup
+	$(PY) -m tests.notebook_outputs
 
 lock:
 	rm -rf .lock-venv

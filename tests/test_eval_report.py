@@ -25,6 +25,7 @@ from rich.console import Console
 
 from idealagent.console import render_report
 from idealagent.errors import InputError
+from idealagent.evaluation.plots import draw_figures
 from idealagent.evaluation.report import read_results, summarize, write_plots
 from idealagent.evaluation.scoring import score
 from idealagent.trace import Round, Sample, SubQA, Trace, Usage, Verdict
@@ -260,6 +261,40 @@ def test_write_plots_makes_four_pngs(shards: list[Path], tmp_path: Path) -> None
         with Image.open(path) as image:
             assert image.format == "PNG"
             assert image.size[0] > 300 and image.size[1] > 200
+
+
+def test_legends_sit_outside_the_data_area(shards: list[Path]) -> None:
+    # The points that matter (risk 1, accuracy 0) lie in the corners a legend inside would cover.
+    _, rows = read_results(shards)
+    for name, figure in draw_figures(rows).items():
+        figure.canvas.draw()  # runs the constrained layout that places the legend
+        (ax,) = figure.axes
+        legends = figure.legends + ([ax.get_legend()] if ax.get_legend() else [])
+        assert legends, name
+        for legend in legends:
+            assert not legend.get_window_extent().overlaps(ax.get_window_extent()), name
+            assert figure.bbox.contains(*legend.get_window_extent().min), name  # and not cut off
+
+
+def test_a_zero_accuracy_bar_is_drawn_and_counted(shards: list[Path]) -> None:
+    # Id 4 (confidence 0.3) scored 0.6 but ids 5 and 6 failed (confidence 0, score 0): the [0, 0.1)
+    # bin has accuracy 0 (n=2), and sample 5 used no round, so the "0 rounds" bar is 0 as well (n=1).
+    _, rows = read_results(shards)
+    figures = draw_figures(rows)
+    for name, x, count in (("reliability.png", 0.05, "n=2"), ("accuracy_vs_rounds.png", 0, "n=1")):
+        figure = figures[name]
+        figure.canvas.draw()
+        (ax,) = figure.axes
+        at_zero = ax.transData.transform((x, 0))
+        visible = [
+            artist for artist in ax.lines
+            if artist.get_visible() and artist.get_window_extent().height >= 5  # pixels, not a hairline
+            and artist.get_window_extent().contains(*at_zero)
+        ]  # fmt: skip
+        assert visible, name
+        above = [t for t in ax.texts if t.get_window_extent().x0 <= at_zero[0] <= t.get_window_extent().x1]
+        labels = [t.get_text() for t in above]
+        assert labels == [count], name
 
 
 def test_headers_from_different_runs_are_refused(shards: list[Path], tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from idealagent.errors import IdealAgentError, ModelLoadError, one_line
+from idealagent.notices import is_notice
 from idealagent.presets import get_preset, load_preset
 
 if TYPE_CHECKING:
@@ -69,14 +70,29 @@ def load_agent(preset: str, overrides: dict[str, Any], *, announce: bool = False
 
 
 class _CliLogHandler(logging.StreamHandler):
-    """The stderr handler the CLI adds to the ``idealagent`` logger (and removes afterwards)."""
+    """The stderr handler the CLI adds to the ``idealagent`` logger (and removes afterwards).
+
+    It writes to whatever ``sys.stderr`` is at the time: under load_agent's spinner Rich
+    redirects it, so a notice prints above the spinner instead of through its line.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # StreamHandler.__init__ sets it; the property above always wins
 
 
 class _OneLineFormatter(logging.Formatter):
-    """``warning: message (Error: detail)``: an exception in one line, not a traceback."""
+    """``warning: message (Error: detail)``: an exception in one line, not a traceback; a
+    notice is its message alone."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = f"{record.levelname.lower()}: {record.getMessage()}"
+        message = record.getMessage()
+        if not is_notice(record):
+            message = f"{record.levelname.lower()}: {message}"
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             message += f" ({type(exc).__name__}: {exc})"
@@ -85,7 +101,8 @@ class _OneLineFormatter(logging.Formatter):
 
 @contextmanager
 def cli_logging(verbose: bool, debug: bool) -> Iterator[None]:
-    """Log ``idealagent`` to stderr for the length of a command, and quiet the model libraries."""
+    """Log ``idealagent`` to stderr for the length of a command (notices always, INFO with
+    ``verbose``), and quiet the model libraries."""
     # We never download at run time; the presets' weights ship in packages or the user cache.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not debug:  # read when transformers / huggingface_hub are first imported
@@ -94,13 +111,15 @@ def cli_logging(verbose: bool, debug: bool) -> Iterator[None]:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF conversion uses bare tqdm
     logger = logging.getLogger("idealagent")
-    handler = _CliLogHandler(sys.stderr)
+    handler = _CliLogHandler()
     handler.setFormatter(
         logging.Formatter("%(levelname)s %(name)s: %(message)s") if debug else _OneLineFormatter()
     )
+    shown = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    handler.addFilter(lambda record: record.levelno >= shown or is_notice(record))
     level = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
+    logger.setLevel(min(shown, logging.INFO))  # notices are INFO records
     try:
         yield
     finally:

