@@ -352,7 +352,10 @@ def down_error(step: Step | str, error: Exception) -> Exception:
 
 
 def account(trace: Trace, outcome: Outcome[Any], round_: Round | None = None) -> None:
-    """Add a role's model calls, tokens and (to its round) failures to the trace."""
+    """Add a role's model calls, tokens and (to its round) failures to the trace, and which
+    structured-output form its model took."""
+    if outcome.form:
+        trace.settings.setdefault("structured_form", {})[outcome.role] = outcome.form
     if round_ is not None:
         round_.failures += outcome.failures
     trace.usage.llm_calls += outcome.calls

@@ -50,6 +50,7 @@ class CacheCounts(BaseModel):
 
     hits: int = 0
     misses: int = 0
+    stored: int = 0  # replies written this run (misses that came back as something to keep)
 
     def line(self) -> str:
         """One line for the end of a run."""
@@ -104,6 +105,8 @@ class ResponseCache:
                 with os.fdopen(handle, "w", encoding="utf-8") as file:
                     file.write(text)
                 os.replace(temp, target)  # atomic: readers see the old file, or the whole new one
+                with self._lock:
+                    self._counts.stored += 1
             except BaseException:
                 Path(temp).unlink(missing_ok=True)
                 raise

@@ -61,6 +61,8 @@ class Outcome(Generic[T]):
     # The model call itself failed for reasons outside the sample (a server down, retries
     # exhausted): not a reply to repair, and never a result. The agent decides what follows.
     infra_error: Exception | None = None
+    form: str | None = None  # the structured-output form the role's model took (StructuredCaller.form)
+    role: str = ""  # whose: questioner or reasoner
 
 
 class _Pending(Exception):
@@ -95,7 +97,7 @@ class StructuredCaller:
         parsers: Sequence[Callable[[dict[str, Any] | None, str], T]],
     ) -> list[Outcome[T]]:
         """Run every conversation, parse each reply with its parser, repair what fails."""
-        outcomes: list[Outcome[T]] = [Outcome() for _ in conversations]
+        outcomes: list[Outcome[T]] = [Outcome(role=self.role) for _ in conversations]
         conversations = [list(c) for c in conversations]
         pending = list(range(len(conversations)))
         try:
@@ -109,6 +111,8 @@ class StructuredCaller:
                         raise _Pending(f"{len(pending)} unusable replies")
         except RetryError:
             log.info("%s: %d replies unusable after %d attempts", self.role, len(pending), self.attempts)
+        for outcome in outcomes:
+            outcome.form = self.form
         return outcomes
 
     def _attempt(self, number, pending, conversations, schemas, parsers, outcomes) -> list[int]:

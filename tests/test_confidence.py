@@ -200,12 +200,14 @@ def test_an_isotonic_fit_is_monotone_and_matches_the_frequencies() -> None:
 
 def test_an_isotonic_fit_without_knots_gives_no_confidence() -> None:
     # Twelve direct answers, but only three with the answer probability the isotonic fit reads:
-    # too few to fit a curve, so no knots, and a confidence of None (no signal), not 0.
+    # too few to fit a curve, so no knots: no signal is measured (not a 0), and a candidate gets
+    # the fit's base rate, its prior.
     examples = [({"in_caption": 1.0}, 1.0)] * 9 + [({"answer_prob": 0.9}, 1.0)] * 3
     calibration = fit({"direct": examples}, "isotonic")
     assert calibration.fits["direct"].knots == []
-    assert calibration.confidence("direct", {"answer_prob": 0.9}) is None
-    assert calibration.confidence("direct", {"answer_prob": 0.1}) is None
+    for probability in (0.9, 0.1):
+        assert not calibration.measures("direct", {"answer_prob": probability})
+        assert calibration.confidence("direct", {"answer_prob": probability}) == calibration.prior("direct") == 1.0
 
 
 def test_calibration_files_round_trip_and_bad_ones_are_one_line_errors(tmp_path) -> None:

@@ -259,7 +259,9 @@ def test_bench_measures_agent_and_baseline_at_each_batch_size(builds: Builds) ->
     for line in lines:
         assert line["preset"] == "fake-eval" and line["samples"] == 4 and line["failures"] == 0
         assert line["samples_per_s"] > 0 and line["seconds"] >= 0
-    assert all(line["mean_rounds"] == 1 and line["sub_questions_per_s"] > 0 for line in lines[:2])
+    # One round a sample at most; a round whose verdict was unusable (the fake answers "A" to a
+    # yes/no question) does not count.
+    assert all(0 < line["mean_rounds"] <= 1 and line["sub_questions_per_s"] > 0 for line in lines[:2])
     assert builds.count == 1
     table = invoke("bench", "--preset", "fake-eval", "--samples", "2", "-b", "2", "--mode", "baseline")
     assert table.exit_code == 0 and "samples/s" in table.stdout and "baseline" in table.stdout

@@ -168,8 +168,9 @@ def test_the_report_shows_the_fingerprint_fields(served, tmp_path: Path) -> None
     assert run_openai(data, out, "--vqa-metric", "vqa-legacy").exit_code == 0
     table = invoke("report", str(out))
     assert table.exit_code == 0, table.output
-    assert (f"models llm model-a, vlm model-a · prompts {prompts_sha256()} · "
-            f"idealagent {idealagent.__version__} · VQA metric vqa-legacy") in table.stdout
+    text = " ".join(table.stdout.split())  # the line may wrap
+    assert (f"models llm model-a, vlm model-a · calibration default · prompts {prompts_sha256()} · "
+            f"idealagent {idealagent.__version__} · VQA metric vqa-legacy") in text
     summary = json.loads((tmp_path / "r.report" / "summary.json").read_text())
     assert summary["models"] == {"llm": "model-a", "vlm": "model-a"}
     assert summary["vqa_metric"] == "vqa-legacy" and summary["prompts_sha256"] == prompts_sha256()

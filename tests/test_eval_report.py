@@ -150,14 +150,14 @@ def test_summary_numbers_by_hand(shards: list[Path]) -> None:
     assert coverage[0.5] == pytest.approx(2.9 / 3)  # 3 samples
     assert coverage[0.6] == pytest.approx(3.5 / 4)  # 4 samples
     assert coverage[1.0] == pytest.approx(3.5 / 6)
-    assert overall["accuracy_by_rounds"] == {
-        "0": {"n": 1, "accuracy": 0.0},
-        "1": {"n": 2, "accuracy": 0.5},
+    assert overall["accuracy_by_rounds"] == {  # judged rounds: id 6's round 1 had no verdict
+        "0": {"n": 2, "accuracy": 0.0},
+        "1": {"n": 1, "accuracy": 1.0},
         "2": {"n": 2, "accuracy": pytest.approx(0.75)},
         "3": {"n": 1, "accuracy": 1.0},
     }
     stats = overall["agent_stats"]
-    assert stats["mean_rounds"] == pytest.approx(1.5)
+    assert stats["mean_rounds"] == pytest.approx(8 / 6)  # 1 + 2 + 3 + 2 + 0 + 0: only judged rounds
     assert stats["mean_sub_questions"] == pytest.approx(2.0)  # 2 + 3 + 3 + 4 + 0 + 0
     assert stats["total_llm_calls"] == 19 and stats["total_llm_input_tokens"] == 1900
     assert stats["total_answerer_calls"] == 12
@@ -202,7 +202,7 @@ def test_render_report_shows_agent_and_baseline_side_by_side(shards: list[Path])
     assert "0.150" in trust  # the ECE
     numbers = next(line for line in text.splitlines() if "number" in line and "%" in line)
     assert "53.3%" in numbers and "33.3%" in numbers and "+30.0" in numbers  # ids 3 and 4: (1 + 0.6 - 1) / 2
-    assert "1.50 / 2.00" in text  # rounds / sub-questions
+    assert "1.33 / 2.00" in text  # judged rounds / sub-questions
     assert "confident 2" in text and "fallback rate" in text
     assert "2 file(s) · 6 samples · 1 unreadable line(s) skipped · 1 repeated id(s) ignored" in text
     assert ("models llm served-llm, vlm served-vlm · calibration stated · prompts 0123456789abcdef · "

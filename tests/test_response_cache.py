@@ -55,7 +55,7 @@ def test_hits_skip_the_model_and_only_the_misses_go_in_one_batch(cache):
     assert through(cache, keys, ["a", "b", "c"], model) == ["reply to a", "reply to b", "reply to c"]
 
     assert model.batches == [["a", "b"], ["c"]]  # the second call sent only the miss
-    assert cache.counts == CacheCounts(hits=2, misses=3)
+    assert cache.counts == CacheCounts(hits=2, misses=3, stored=3)
     assert cache.counts.line() == "response cache: 2 hits, 3 misses (40% hits)"
 
 
@@ -67,7 +67,7 @@ def test_uncacheable_requests_and_failures_are_never_stored(cache):
         assert replies[0] == "reply to sampled" and isinstance(replies[1], ValueError)
 
     assert model.batches == [["sampled", "bad", "ok"], ["sampled", "bad"]]
-    assert cache.counts == CacheCounts(hits=1, misses=3)  # a key of None is neither
+    assert cache.counts == CacheCounts(hits=1, misses=3, stored=1)  # a key of None is neither; a failure is not stored
     assert len(list(cache.folder.rglob("*.json"))) == 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
@@ -131,21 +132,42 @@ def _run(plan: runner.EvalPlan, preset: str, overrides: dict[str, Any], batch_si
             overrides["batch_size"] = batch_size
         agent = load_agent(preset, overrides, announce=not quiet)
     resume = f"the finished samples are kept in {out}; run the same command again to resume"
+    seen: list[runner.Progress] = []  # the run's live counts, for the interrupt line
     try:
         if quiet:
-            return plan.run(agent)
-        if console.is_terminal:
-            return _run_with_bar(plan, agent, console)
-        if plan.pending:
-            typer.echo(f"running {plural(len(plan.pending), 'sample')}; a progress line every "
-                       f"{PROGRESS_EVERY_S:g}s and at the end", err=True)
-        with closing(_LinePrinter()) as printer:
-            return plan.run(agent, on_progress=printer)
+            result = plan.run(agent)
+        elif console.is_terminal:
+            result = _run_with_bar(plan, agent, console, seen.append)
+        else:
+            if plan.pending:
+                typer.echo(f"running {plural(len(plan.pending), 'sample')}; a progress line every "
+                           f"{PROGRESS_EVERY_S:g}s and at the end", err=True)
+            with closing(_LinePrinter(seen.append)) as printer:
+                result = plan.run(agent, on_progress=printer)
     except KeyboardInterrupt:
-        error_line(f"interrupted; {resume}")
+        error_line(f"interrupted; {_kept(seen[-1] if seen else None, agent, out)}; run the same command again "
+                   "to resume")
         raise typer.Exit(130) from None
     except (InfrastructureError, ModelLoadError) as exc:  # nothing in flight was recorded
         raise type(exc)(f"{exc}; {resume}") from exc
+    cache = getattr(agent, "response_cache", None)
+    if cache is not None and not quiet and cache.counts.hits + cache.counts.misses:  # else nothing was cacheable
+        typer.echo(cache.counts.line())
+    return result
+
+
+def _kept(progress: runner.Progress | None, agent: Any, out: Path) -> str:
+    """What an interrupted run keeps: the samples it finished, in the results file, and the
+    model replies of the samples in flight, in the response cache (a rerun does not pay again)."""
+    finished = f"{plural(progress.new, 'sample')} finished by this run" if progress else "the finished samples"
+    text = f"{finished} {'is' if progress and progress.new == 1 else 'are'} kept in {out}"
+    cache = getattr(agent, "response_cache", None)
+    if progress is not None and progress.in_flight:
+        stored = cache.counts.stored if cache is not None else 0
+        text += (f"; {plural(progress.in_flight, 'sample')} in flight had made {plural(progress.calls, 'model call')}"
+                 + (f", and {plural(stored, 'reply', 'replies')} are in the response cache, so the rerun "
+                    "does not pay for them again" if stored else " (the response cache is off: the rerun makes them again)"))
+    return text
 
 
 def _raise_if_unfinished(result: EvalResult, out: Path) -> None:
@@ -279,7 +301,8 @@ def bench_command(
             render_bench(lines, Console())
 
 
-def _run_with_bar(plan: runner.EvalPlan, agent: Any, console: Console) -> EvalResult:
+def _run_with_bar(plan: runner.EvalPlan, agent: Any, console: Console,
+                  remember: Callable[[runner.Progress], None]) -> EvalResult:
     """Run with a rich progress bar on stderr: done/total, live accuracies, failures, ETA."""
     columns = (
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -290,6 +313,7 @@ def _run_with_bar(plan: runner.EvalPlan, agent: Any, console: Console) -> EvalRe
         task = bar.add_task(plan.header["benchmark"], total=len(plan.items), agent="–", baseline="–", failed=0)
 
         def show(progress: runner.Progress) -> None:
+            remember(progress)
             bar.update(task, completed=progress.done, agent=_pct(progress.agent_accuracy),
                        baseline=_pct(progress.baseline_accuracy), failed=progress.failures)
 
@@ -303,7 +327,8 @@ class _LinePrinter:
     of a slow model take minutes) a timer prints it, with the samples in flight and the model
     calls made, so a log is never silent for longer than the interval."""
 
-    def __init__(self) -> None:
+    def __init__(self, remember: Callable[[runner.Progress], None] = lambda progress: None) -> None:
+        self.remember = remember
         self.last = _now()  # the clock of the sample-driven lines (tests move it)
         self.printed_at = time.monotonic()  # real time, for the timer
         self.progress: runner.Progress | None = None
@@ -314,6 +339,7 @@ class _LinePrinter:
         with self._lock:
             if self.progress is None:
                 self.progress = progress
+                self.remember(progress)
                 threading.Thread(target=self._beat, name="progress-line", daemon=True).start()
             if not progress.new:
                 return

@@ -40,8 +40,9 @@ def baseline_scores(rows: Sequence[dict[str, Any]]) -> tuple[list[float], int]:
 
 
 def rounds_used(row: dict[str, Any]) -> int:
-    """How many rounds the row's trace holds (0 when it failed before the first)."""
-    return len((row.get("trace") or {}).get("rounds") or [])
+    """How many rounds of the row's trace were judged: the rounds the loop counts (0 when it
+    failed before the first verdict)."""
+    return sum(1 for round_ in (row.get("trace") or {}).get("rounds") or [] if round_.get("verdict"))
 
 
 def paired_with_baseline(rows: Sequence[dict[str, Any]]) -> tuple[list[float], list[float]]:
