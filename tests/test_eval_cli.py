@@ -105,6 +105,29 @@ def test_a_slow_first_sample_is_not_a_silent_minute(tmp_path: Path, builds: Buil
     assert lines[-1].startswith("2/2 done") and "0 in flight" in lines[-1]
 
 
+def test_the_interrupt_line_says_what_the_response_cache_kept(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from idealagent.cli.evaluation import _kept
+    from idealagent.evaluation.runner import Progress
+    from idealagent.events import RoundAsked
+    from idealagent.response_cache import ResponseCache
+    from idealagent.trace import Round, Sample, Trace
+
+    cache = ResponseCache(tmp_path / "responses")
+    for key in ("a" * 64, "b" * 64, "c" * 64):
+        cache.store(key, {"text": "red"})
+    progress = Progress(total=10, pending=10)
+    progress.add(1.0, 1.0, False, new=True)
+    trace = Trace(sample=Sample(question="What colour?"), caption="a red ball")
+    trace.usage.llm_calls, trace.usage.answerer_calls = 2, 1
+    progress.observe(RoundAsked(trace, Round(index=1)))
+    line = _kept(progress, SimpleNamespace(response_cache=cache), tmp_path / "r.jsonl")
+    assert line == (f"1 sample finished by this run is kept in {tmp_path / 'r.jsonl'}; 1 sample in flight had "
+                    "made 4 model calls, and 3 replies are in the response cache, so the rerun does not pay "
+                    "for them again")
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [

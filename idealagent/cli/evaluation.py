@@ -166,7 +166,7 @@ def _kept(progress: runner.Progress | None, agent: Any, out: Path) -> str:
         stored = cache.counts.stored if cache is not None else 0
         text += (f"; {plural(progress.in_flight, 'sample')} in flight had made {plural(progress.calls, 'model call')}"
                  + (f", and {plural(stored, 'reply', 'replies')} are in the response cache, so the rerun "
-                    "does not pay for them again" if stored else " (the response cache is off: the rerun makes them again)"))
+                    "does not pay for them again" if stored else ", none of them kept in the response cache"))
     return text
 
 
