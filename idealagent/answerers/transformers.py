@@ -7,7 +7,7 @@ similar-length prompts; each distinct image is preprocessed once per call (``Onc
 The vision tower still runs once per row: feeding it unique images and scattering features
 into rows would need per-architecture code (Qwen's mrope positions come from the rows). An
 answer's ``probability`` is the product of its tokens' probabilities under the model's raw
-logits (``TokenLogprobs``); captions have none.
+logits (``llms.logprobs.TokenLogprobs``); captions have none.
 
 ``chat_model()`` serves the questioner and reasoner from the same weights (``LocalChatModel``
 with text-only turns), so one loaded model can play every role.
@@ -25,13 +25,8 @@ from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, lo
 from idealagent.capabilities import Capabilities
 from idealagent.confidence import TokenLogprob, answer_probability
 from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
-from idealagent.llms.local import (
-    SHARED_LOAD_KWARGS,
-    load_failure_message,
-    quiet_loading,
-    raw_logprob_processors,
-    token_pieces,
-)
+from idealagent.llms.local import SHARED_LOAD_KWARGS, load_failure_message, quiet_loading
+from idealagent.llms.logprobs import raw_logprob_processors, token_pieces
 from idealagent.parsing import short_answer
 from idealagent.prompts import load_prompt
 
