@@ -278,10 +278,11 @@ def test_legends_sit_outside_the_data_area(shards: list[Path]) -> None:
 
 def test_a_zero_accuracy_bar_is_drawn_and_counted(shards: list[Path]) -> None:
     # Id 4 (confidence 0.3) scored 0.6 but ids 5 and 6 failed (confidence 0, score 0): the [0, 0.1)
-    # bin has accuracy 0 (n=2), and sample 5 used no round, so the "0 rounds" bar is 0 as well (n=1).
+    # bin has accuracy 0 (n=2), and samples 5 and 6 had no judged round (6's only round has no
+    # verdict), so the "0 rounds" bar is 0 as well (n=2).
     _, rows = read_results(shards)
     figures = draw_figures(rows)
-    for name, x, count in (("reliability.png", 0.05, "n=2"), ("accuracy_vs_rounds.png", 0, "n=1")):
+    for name, x, count in (("reliability.png", 0.05, "n=2"), ("accuracy_vs_rounds.png", 0, "n=2")):
         figure = figures[name]
         figure.canvas.draw()
         (ax,) = figure.axes

@@ -208,7 +208,7 @@ def test_both_loops_give_the_same_traces_with_failures_in_them(pipeline):
 
 
 SLOW_SERVER = textwrap.dedent("""
-    import sys, threading, time
+    import signal, sys, threading, time
     from PIL import Image
     from idealagent import IdealAgent
     from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel
@@ -220,6 +220,8 @@ SLOW_SERVER = textwrap.dedent("""
             time.sleep(60)  # a server that takes a minute to reply
             return super()._generate(messages, stop, run_manager, **kwargs)
 
+    # Ctrl-C as in a terminal: a process started from a background job inherits SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     agent = IdealAgent(SlowServer(), ScriptedAnswerer("red"), **IDEALGPT_LOOP)
     try:
         agent.run(Image.new("RGB", (8, 8)), "What colour?")

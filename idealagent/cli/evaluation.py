@@ -302,7 +302,7 @@ def bench_command(
 
 
 def _run_with_bar(plan: runner.EvalPlan, agent: Any, console: Console,
-                  remember: Callable[[runner.Progress], None]) -> EvalResult:
+                  remember: Callable[[runner.Progress], None] = lambda progress: None) -> EvalResult:
     """Run with a rich progress bar on stderr: done/total, live accuracies, failures, ETA."""
     columns = (
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
