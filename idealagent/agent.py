@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 # What the loop yields after each step, for stream() and the console.
 EVENT = {"caption": "captioned", "direct": "answered_directly", "ask": "asked", "answer": "answered",
          "judge": "judged"}
+
+
+# What a driver calls with a finished call: (step, jobs, a result per job, seconds) -> events.
+Apply = Callable[[Step, list[Job], list[Any], float], list[Event]]
 
 
 class IdealAgent:
@@ -172,7 +176,9 @@ class IdealAgent:
         drive = self._pipelined if self.settings.pipeline else self._in_lock_step
         yield from drive(active, waiting, apply, lanes, lane_of, callbacks)
 
-    def _pipelined(self, active, waiting, apply, lanes, lane_of, callbacks) -> Iterator[Event]:
+    def _pipelined(self, active: list[Job], waiting: Iterator[Job], apply: Apply, lanes: list[Lane],
+                   lane_of: dict[Step, str], callbacks: Sequence[Callback]) -> Iterator[Event]:
+        """Each sample moves on as soon as its own step returns (scheduler.py)."""
         queues = {step: Queue(lane_of[step], lambda jobs, step=step: calls.run(self, step, jobs)) for step in Step}
         with Pipeline(lanes, queues, on_abandon=self._abandon) as pipeline:
             while True:
@@ -189,7 +195,8 @@ class IdealAgent:
                 yield from apply(done.step, done.jobs, done.result, done.seconds)
                 active[:] = [job for job in active if not job.trace.done]
 
-    def _in_lock_step(self, active, waiting, apply, lanes, lane_of, callbacks) -> Iterator[Event]:
+    def _in_lock_step(self, active: list[Job], waiting: Iterator[Job], apply: Apply, lanes: list[Lane],
+                      lane_of: dict[Step, str], callbacks: Sequence[Callback]) -> Iterator[Event]:
         """The first design: each pass makes one call per step for every sample at that step."""
         while True:
             yield from self._fill(active, waiting, callbacks)
