@@ -231,7 +231,8 @@ class IdealAgent:
 
     def _abandon(self) -> None:
         """Ctrl-C or an error left calls in flight: let the models drop them (see abandon)."""
-        for model in {id(m): m for m in (self.answerer, self.questioner.caller.llm, self.reasoner.caller.llm)}.values():
+        models = {id(model): model for model in (spec.model(self) for spec in calls.SPECS.values())}
+        for model in models.values():  # each step's model (calls.SPECS), once
             abandon = getattr(model, "abandon", None)
             if callable(abandon):
                 abandon()
