@@ -288,10 +288,9 @@ class Machine:
         number of times, then stops without an answer. A service that is down stops the run."""
         if failure_kind(error) == "down":
             raise down_error(step, error) from error
-        if isinstance(result, Outcome):  # the calls the role made still count
-            account(job.trace, result)
-        elif isinstance(result, tuple):
-            account(job.trace, result[0])
+        outcome = role_outcome(step, result)
+        if outcome is not None:  # the calls the role made still count
+            account(job.trace, outcome)
         job.tries += 1
         message = f"{step.value} failed: {type(error).__name__}: {one_line(error)}"
         retry = job.tries <= self.settings.infra_retries
@@ -333,12 +332,19 @@ def _calibrated(settings: AgentSettings, kind: Literal["direct", "verdict"], val
     return settings.calibration.prior(kind), False
 
 
+def role_outcome(step: Step, result: Any) -> Outcome[Any] | None:
+    """The LLM role's Outcome in a job's result (the questioner's, or the reasoner's verdict
+    beside its votes); None for the answerer's steps."""
+    if step is Step.ASK:
+        return result
+    return result[0] if step is Step.JUDGE else None
+
+
 def infrastructure_error(step: Step, result: Any) -> Exception | None:
     """The failure in a job's result that is not the sample's own, if any."""
-    if isinstance(result, Outcome):
-        return result.infra_error
-    if step is Step.JUDGE:
-        return result[0].infra_error
+    outcome = role_outcome(step, result)
+    if outcome is not None:
+        return outcome.infra_error
     replies = result if isinstance(result, list) else [result]
     return next((r for r in replies if isinstance(r, Exception) and failure_kind(r) != "sample"), None)
 
