@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from idealagent.evaluation.datasets import load_benchmark
-from idealagent.evaluation.metrics import score
+from idealagent.evaluation.scoring import score
 from idealagent.images import load_image
 from idealagent.looking import Box, Picture, ViewSize
 from idealagent.parsing import match_choice

@@ -37,11 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What the loop yields after each step, for stream() and the console.
-EVENT = {"caption": "captioned", "direct": "answered_directly", "ask": "asked", "answer": "answered",
-         "judge": "judged"}
-
-
 # What a driver calls with a finished call: (step, jobs, a result per job, seconds) -> events.
 Apply = Callable[[Step, list[Job], list[Any], float], list[Event]]
 
@@ -162,7 +157,7 @@ class IdealAgent:
 
     def _drive(self, waiting: Iterator[Job], callbacks: Sequence[Callback]) -> Iterator[Event]:
         """Run the pool through the machine; yield every event (after the callbacks saw it)."""
-        machine = Machine(self.settings)
+        machine = Machine(self.settings, self.answerer)
         lanes, lane_of = self._lanes()
         health = {lane.name: Health(self.settings.down_after) for lane in lanes}
         active: list[Job] = []

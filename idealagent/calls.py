@@ -35,6 +35,29 @@ def direct(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
     return answer_each(agent.answerer, [(job.image, direct_question_of(job.trace)) for job in jobs])
 
 
+def look(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
+    """The replies (each a reply or a failure) to each job's pending look requests: views cut
+    from the full-resolution picture; descriptions through ``caption``, questions ``answer``."""
+    asked: list[tuple[int, Any, str]] = []  # (job position, view, question) of questions
+    described: list[tuple[int, Any]] = []
+    per_job: list[list[tuple[str, int]]] = []  # for each job, (which list, position in it) per request
+    for position, job in enumerate(jobs):
+        closer = job.closer
+        order: list[tuple[str, int]] = []
+        for request in closer.requests() if closer is not None else []:
+            view = closer.view(request)  # type: ignore[union-attr]
+            if request.kind == "describe":
+                order.append(("describe", len(described)))
+                described.append((position, view))
+            else:
+                order.append(("ask", len(asked)))
+                asked.append((position, view, request.question))
+        per_job.append(order)
+    answers = answer_each(agent.answerer, [(view, question) for _, view, question in asked]) if asked else []
+    captions = caption_each(agent.answerer, [view for _, view in described]) if described else []
+    return [[answers[i] if which == "ask" else captions[i] for which, i in order] for order in per_job]
+
+
 def ask(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
     """The questioner's Outcome (new sub-questions, or why none) per job."""
     return agent.questioner.ask([job.trace for job in jobs])
@@ -61,6 +84,7 @@ def judge(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
 SPECS: dict[Step, StepSpec] = {
     Step.CAPTION: StepSpec(Step.CAPTION, lambda agent: agent.answerer, caption),
     Step.DIRECT: StepSpec(Step.DIRECT, lambda agent: agent.answerer, direct),
+    Step.LOOK: StepSpec(Step.LOOK, lambda agent: agent.answerer, look),
     Step.ASK: StepSpec(Step.ASK, lambda agent: agent.questioner.caller.llm, ask),
     Step.ANSWER: StepSpec(Step.ANSWER, lambda agent: agent.answerer, answer),
     Step.JUDGE: StepSpec(Step.JUDGE, lambda agent: agent.reasoner.caller.llm, judge),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from idealagent.errors import InputError
 
 if TYPE_CHECKING:
+    from idealagent.looking.boxes import BoxConvention
     from idealagent.settings import AgentSettings
 
 Structured = Literal["json_schema", "grammar", "probe", "none"]
@@ -32,6 +33,9 @@ class Capabilities:
     # How it gives a validated JSON reply: a server's json_schema, our local grammar, a server
     # whose form is found by its first request ("probe"), or none (the tolerant text parsers).
     structured: Structured = "none"
+    # How an answerer writes a box it is asked for (looking/boxes.py: pixels, norm1000, norm1);
+    # None: it does not name boxes, so a search never asks it to.
+    boxes: BoxConvention | None = None
 
 
 def capabilities_of(model: Any) -> Capabilities:

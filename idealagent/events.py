@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from idealagent.trace import DirectAnswer, Round, Trace
+from idealagent.trace import DirectAnswer, Look, Round, Trace
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,17 @@ class DirectAnswered(Event):
 
     def __str__(self) -> str:
         return str(self.direct)
+
+
+@dataclass(frozen=True)
+class Looked(Event):
+    """The answerer looked at views of the picture (one batch of a search): ``looks`` are the
+    new ones, also in ``trace.search``."""
+
+    looks: list[Look]
+
+    def __str__(self) -> str:
+        return "; ".join(str(look) for look in self.looks) or "Looked: nothing"
 
 
 @dataclass(frozen=True)

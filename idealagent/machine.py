@@ -3,7 +3,12 @@
 ::
 
     caption ──► direct answer ──► confident? ──yes──► stop: confident
-                                     │ no
+                                     │ no (zoom=on: always)
+                                     ▼
+                           look closer (zoom, looking/closer.py): views of the picture, scored,
+                           and the main question asked of the best; repeated until the search
+                           is done or the look budget is spent ──► best candidate confident? ──yes──► stop
+                                     │ no, or no search (zoom off, or no detail to find)
                 ┌────────────────────┘
                 ▼
      ┌──► ask (questioner) ──nothing new──► stop: no_new_questions (best candidate kept)
@@ -46,7 +51,10 @@ from idealagent import confidence
 from idealagent.answerers import Reply, probability_of, text_of, tokens_of
 from idealagent.direct import direct_question, read_direct_reply
 from idealagent.errors import IdealAgentError, ServiceDownError, failure_kind, one_line
-from idealagent.events import DirectAnswered, Event, RoundAnswered, RoundAsked, RoundJudged, SampleFinished, StepFailed
+from idealagent.events import (DirectAnswered, Event, Looked, RoundAnswered, RoundAsked, RoundJudged, SampleFinished,
+                               StepFailed)
+from idealagent.looking.closer import LookCloser, choose_mode, has_detail, target_of, view_size_of
+from idealagent.looking.views import Picture
 from idealagent.parsing import choice_letter
 from idealagent.roles import Outcome, RepeatedQuestionsError
 from idealagent.trace import DirectAnswer, Round, StopReason, SubQA, Trace, Verdict
@@ -65,6 +73,7 @@ class Step(str, Enum):
 
     CAPTION = "caption"
     DIRECT = "direct"
+    LOOK = "look"
     ASK = "questioner"
     ANSWER = "answerer"
     JUDGE = "reasoner"
@@ -81,6 +90,7 @@ class Job:
     step: Step = Step.CAPTION  # what the sample needs next
     tries: int = 0  # infrastructure failures of the current step so far
     queued: bool = False  # waiting for, or in, a model call (the pipelined loop)
+    closer: LookCloser | None = None  # the search, while the sample is looking closer
 
 
 @dataclass(frozen=True)
@@ -98,8 +108,9 @@ class Candidate:
 class Machine:
     """The loop for samples run under one agent's settings."""
 
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, answerer: Any = None) -> None:
         self.settings = settings
+        self.answerer = answerer  # what the search asks (its capabilities choose the search mode)
 
     def apply(self, step: Step, jobs: list[Job], results: list[Any], seconds: float) -> list[Event]:
         """What one batched call of ``step`` returned (a result per job) means for each job:
@@ -139,7 +150,7 @@ class Machine:
         if isinstance(reply, Exception):  # the loop can do without it
             _failure("the direct answer", reply)
             trace.direct = DirectAnswer(question=question, error=f"{type(reply).__name__}: {one_line(reply)}")
-            return [DirectAnswered(trace, trace.direct)]
+            return [DirectAnswered(trace, trace.direct), *self._look_closer(job)]
         sample = trace.sample
         text = text_of(reply)
         answer, index = read_direct_reply(sample.kind, sample.choices, text)
@@ -157,9 +168,45 @@ class Machine:
             self._calibrate_direct(trace)
         events: list[Event] = [DirectAnswered(trace, direct)]
         best = best_candidate(trace, self.settings)
+        if best is not None and self._confident(best) and self.settings.zoom != "on":
+            return events + self._stop(job, "confident", best)
+        return events + self._look_closer(job)
+
+    def looked(self, job: Job, replies: list[Reply | Exception], seconds: float) -> list[Event]:
+        """The answerer's replies about views: recorded in the trace's search, which then asks
+        more, or is done and the sample goes on to the rounds (or stops, confident)."""
+        trace, closer = job.trace, job.closer
+        assert closer is not None
+        for reply in replies:
+            if not isinstance(reply, Exception):
+                trace.usage.answerer_calls += 1
+                count_answerer_tokens(trace, reply)
+        events: list[Event] = [Looked(trace, closer.record(replies))]
+        if not closer.done:
+            return events
+        job.closer = None
+        best = best_candidate(trace, self.settings)
         if best is not None and self._confident(best):
-            events += self._stop(job, "confident", best)
+            return events + self._stop(job, "confident", best)
+        job.step = Step.ASK
         return events
+
+    def _look_closer(self, job: Job) -> list[Event]:
+        """Start the sample's search when the zoom setting and the picture call for one."""
+        zoom, trace = self.settings.zoom, job.trace
+        if zoom == "off" or job.image is None or self.answerer is None:
+            return []
+        want = view_size_of(self.answerer)
+        picture = Picture(trace.sample.image if trace.sample.image is not None else job.image, job.image)
+        if zoom == "auto" and not has_detail(picture.size, want):
+            return []
+        mode, convention = choose_mode(self.answerer, self.settings.look_mode)
+        closer = LookCloser(picture, want, mode, target_of(trace.sample.question), direct_question_of(trace),
+                            self.settings.look_budget, convention)
+        if closer.done:
+            return []
+        trace.search, job.closer, job.step = closer.search, closer, Step.LOOK
+        return []
 
     def asked(self, job: Job, outcome: Outcome[list[str]], seconds: float) -> list[Event]:
         """New sub-questions open a round; none (nothing new, or no usable reply) end the
@@ -302,7 +349,8 @@ class Machine:
         return StepFailed(job.trace, step.value, message, job.tries, retry)
 
 
-TRANSITIONS = {Step.CAPTION: Machine.captioned, Step.DIRECT: Machine.answered_directly, Step.ASK: Machine.asked,
+TRANSITIONS = {Step.CAPTION: Machine.captioned, Step.DIRECT: Machine.answered_directly, Step.LOOK: Machine.looked,
+               Step.ASK: Machine.asked,
                Step.ANSWER: Machine.answered, Step.JUDGE: Machine.judged}
 
 

@@ -25,6 +25,7 @@ from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_a
 from idealagent import parsing
 from idealagent.confidence import TokenLogprob, message_logprobs
 from idealagent.errors import InputError, ModelOutputError, failure_kind, one_line
+from idealagent.looking.closer import evidence_lines
 from idealagent.prompts import PromptSpec, load_prompt
 from idealagent.settings import StructuredMode
 from idealagent.structured import AdaptiveStructured, FormProbe, needs_probe, probe_for
@@ -212,6 +213,7 @@ def _prompt_vars(trace: Trace) -> dict[str, Any]:
         "caption": trace.caption or "none",
         "direct_answer": trace.direct.answer if trace.direct and trace.direct.answer else "",
         "evidence": [qa for r in trace.rounds for qa in r.sub_qas if qa.answer],
+        "looks": evidence_lines(trace.search),
     }
 
 

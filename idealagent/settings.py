@@ -16,6 +16,8 @@ from idealagent.calibration import Calibration, resolve
 from idealagent.errors import InputError, SettingError
 
 StructuredMode = Literal["auto", "on", "off"]
+ZoomMode = Literal["auto", "on", "off"]
+LookMode = Literal["auto", "quadtree", "boxes", "grid"]
 
 
 def _setting(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
@@ -45,6 +47,16 @@ class AgentSettings(BaseModel):
     direct_answer: bool = _setting(
         True, "Ask the answerer the main question before round 1: evidence for the reasoner and a "
         "candidate for the final answer.", flag="--direct-answer/--no-direct-answer")
+    zoom: ZoomMode = _setting(
+        "auto", "Look closer before round 1 (a visual search of the picture, looking.py): auto (when the "
+        "direct answer is not confident and the picture has far more detail than the answerer's input), "
+        "on (always), off.", flag="--zoom")
+    look_budget: int = _setting(
+        9, "Most answerer calls one sample's search may make (views scored, boxes asked for, the main "
+        "question on the best view).", flag="--look-budget", ge=1, le=64)
+    look_mode: LookMode = _setting(
+        "auto", "How the search picks views: auto (by what the answerer offers: quadtree with yes/no "
+        "probabilities, else boxes named in text, else a grid), quadtree, boxes or grid.", flag="--look-mode")
     calibration: Calibration = _setting(
         Calibration(), "How signals become the confidence the threshold applies to: a file from "
         "`idealagent calibrate`, default (a fixed combination) or stated (the reasoner's stated "

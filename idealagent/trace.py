@@ -178,6 +178,50 @@ class Round(BaseModel):
         return f"{head}; verdict {self.verdict.answer!r} at {_confidence(self.verdict.acted_on)}"
 
 
+LookKind = Literal["exists", "box", "describe", "answer"]
+SearchMode = Literal["quadtree", "boxes", "grid"]
+
+
+class Look(BaseModel):
+    """One closer look at a part of the picture: where, what was asked and what came back."""
+
+    box: list[int]  # [x0, y0, x1, y1] in the original picture's pixels (the whole picture for "box")
+    kind: LookKind  # exists: "is the target here?"; box: "where is it?"; describe; answer: the main question
+    question: str
+    reply: str = ""
+    p_yes: float | None = None  # for "exists": p(yes) from the answer's probability
+    probability: float | None = None  # for the others: the reply's own probability, where the answerer gives one
+    depth: int = 0  # the view's level in the quadtree (0: the whole picture)
+    where: str = ""  # the box in words: "upper left, about a tenth of the width"
+    error: str | None = None  # the answerer failed on this view
+
+    def __str__(self) -> str:
+        """One line: ``Look at upper left, about a tenth of the width: 'Is there a red kite…' → 'yes' (p 0.91)``."""
+        p = f" (p {self.p_yes:.2f})" if self.p_yes is not None else ""
+        said = f"failed: {self.error}" if self.error else repr(_short(self.reply))
+        return f"Look at {self.where or self.box}: {_short(self.question, 50)!r} → {said}{p}"
+
+
+class Search(BaseModel):
+    """A sample's visual search: how its views were chosen and every look, in order."""
+
+    mode: SearchMode  # quadtree (yes/no probabilities), boxes (named in text) or grid (described)
+    target: str  # what was searched for
+    size: list[int]  # the original picture's (width, height), the frame of every box
+    looks: list[Look] = Field(default_factory=list)
+    best: list[int] | None = None  # the box the main question was asked about, if any
+
+    @property
+    def calls(self) -> int:
+        """Answerer calls the search made."""
+        return len(self.looks)
+
+    def evidence(self) -> list[Look]:
+        """The looks the reasoner is told about: answers and descriptions, and views found to hold the target."""
+        return [look for look in self.looks if not look.error and (
+            look.kind in ("answer", "describe") or (look.kind == "exists" and (look.p_yes or 0) >= 0.5))]
+
+
 class Usage(BaseModel):
     """Model calls and tokens spent on one sample.
 
@@ -189,7 +233,7 @@ class Usage(BaseModel):
     llm_calls: int = 0
     llm_input_tokens: int = 0
     llm_output_tokens: int = 0
-    answerer_calls: int = 0  # questions the answerer answered: the direct answer and sub-questions (not captions)
+    answerer_calls: int = 0  # questions the answerer answered: the direct answer, looks and sub-questions (not captions)
     answerer_input_tokens: int = 0  # prompt and image tokens
     answerer_output_tokens: int = 0
 
@@ -200,6 +244,7 @@ class Trace(BaseModel):
     sample: Sample
     caption: str | None = None
     direct: DirectAnswer | None = None  # the answerer's own answer, when the agent asks for it
+    search: Search | None = None  # the closer looks before round 1 (settings.zoom), if any
     rounds: list[Round] = Field(default_factory=list)
     # Unusable replies that opened no round (the questioner's last tries), kept to explain a stop.
     failures: list[Failure] = Field(default_factory=list)

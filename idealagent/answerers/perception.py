@@ -24,6 +24,7 @@ from idealagent.answerers import Answer
 from idealagent.capabilities import Capabilities
 from idealagent.confidence import answer_probability, message_logprobs
 from idealagent.errors import ModelLoadError, one_line
+from idealagent.looking.views import ViewSize
 from idealagent.prompts import PromptSpec, load_prompt
 
 if TYPE_CHECKING:
@@ -255,6 +256,9 @@ class PerceptionAnswerer:
     """Describes each image with :func:`describe`, then lets a text LLM answer from the description."""
 
     capabilities = Capabilities(logprobs=True)  # one local model: each answer's token probability
+    # The classifier sees 224x224 (colours are counted on a 64 px thumbnail): a search's views
+    # are cut at least that big, and only pictures four times larger are searched (zoom=auto).
+    view_size = ViewSize(max_side=INPUT_SIZE, min_side=INPUT_SIZE)
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ from idealagent.answerers import Reply, probability_of, text_of
 from idealagent.prompts import PromptError, load_prompt, render_text
 
 LOOK_PROMPT = "look"
-LOOK_KINDS: tuple[str, ...] = ("exists", "latent", "answerable", "describe")
+LOOK_KINDS: tuple[str, ...] = ("exists", "latent", "answerable", "describe", "locate")
 _YES_NO = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
 
