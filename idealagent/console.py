@@ -405,6 +405,9 @@ def _stats_table(overall: dict[str, Any]) -> Table:
             f"{stats['mean_llm_input_tokens']:.0f} / {stats['mean_llm_output_tokens']:.0f}",
         )
         table.add_row("answerer calls / sample", f"{stats['mean_answerer_calls']:.2f}")
+        if stats.get("mean_calls_by_step"):
+            table.add_row("model calls / sample by step",
+                          " · ".join(f"{step} {value:.2f}" for step, value in stats["mean_calls_by_step"].items()))
         table.add_row(
             "answerer tokens in / out",
             f"{stats.get('mean_answerer_input_tokens', 0):.0f} / {stats.get('mean_answerer_output_tokens', 0):.0f}",

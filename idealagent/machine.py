@@ -119,6 +119,8 @@ class Machine:
         for job, result in zip(jobs, results):
             timings = job.trace.timings
             timings[step.value] = timings.get(step.value, 0.0) + seconds / len(jobs)
+            calls = job.trace.usage.steps
+            calls[step.value] = calls.get(step.value, 0) + step_calls(step, result)
             error = infrastructure_error(step, result)
             if error is not None:
                 events.append(self._failed(job, step, error, result))
@@ -386,6 +388,16 @@ def role_outcome(step: Step, result: Any) -> Outcome[Any] | None:
     if step is Step.ASK:
         return result
     return result[0] if step is Step.JUDGE else None
+
+
+def step_calls(step: Step, result: Any) -> int:
+    """Model calls behind one job's result of ``step``: the role's tries (and the reasoner's
+    votes), or one answerer call per reply."""
+    outcome = role_outcome(step, result)
+    if outcome is not None:
+        votes = result[1] if step is Step.JUDGE else None
+        return outcome.calls + sum(vote.calls for vote in votes or [])
+    return len(result) if isinstance(result, list) else 1
 
 
 def infrastructure_error(step: Step, result: Any) -> Exception | None:

@@ -236,6 +236,9 @@ class Usage(BaseModel):
     answerer_calls: int = 0  # questions the answerer answered: the direct answer, looks and sub-questions (not captions)
     answerer_input_tokens: int = 0  # prompt and image tokens
     answerer_output_tokens: int = 0
+    # Model calls by step (caption, direct, look, questioner, answerer, reasoner), retries and
+    # failed calls included: where a sample's compute went.
+    steps: dict[str, int] = Field(default_factory=dict)
 
 
 class Trace(BaseModel):

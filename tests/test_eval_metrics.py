@@ -416,3 +416,14 @@ def test_agent_stats_by_hand() -> None:
     assert stats["latency_p50_s"] == pytest.approx(1.5)  # sorted 0, 1, 2, 3: halfway between 1 and 2
     assert stats["latency_p90_s"] == pytest.approx(2.7)  # position 2.7: 2 + 0.7 * (3 - 2)
     assert agent_stats([]) == {"n": 0}
+
+
+def test_agent_stats_mean_model_calls_by_step() -> None:
+    looked = _trace("confident", rounds=[], answer="cat", latency=1.0)
+    looked.usage.steps = {"caption": 1, "direct": 1, "look": 9}
+    asked = _trace("max_rounds", rounds=[_round(1, "dog", 0.4, True)], answer="dog", latency=1.0)
+    asked.usage.steps = {"caption": 1, "direct": 1, "questioner": 2, "answerer": 3, "reasoner": 1}
+    stats = agent_stats([looked, asked])
+    assert stats["mean_calls_by_step"] == {"caption": 1.0, "direct": 1.0, "look": 4.5, "questioner": 1.0,
+                                           "answerer": 1.5, "reasoner": 0.5}
+    assert list(stats["mean_calls_by_step"]) == ["caption", "direct", "look", "questioner", "answerer", "reasoner"]

@@ -85,6 +85,8 @@ def test_quadtree_search_finds_the_square_and_tells_the_reasoner(tmp_path, pipel
     search = trace.search
     assert search is not None and search.mode == "quadtree" and search.target == "small square"
     assert search.calls <= 9 and trace.usage.answerer_calls == 1 + search.calls + 1  # direct, looks, sub-question
+    assert trace.usage.steps == {"caption": 1, "direct": 1, "look": search.calls, "questioner": 1, "answerer": 1,
+                                 "reasoner": 1}
     exists = [look for look in search.looks if look.kind == "exists"]
     assert exists and all(look.p_yes is not None for look in exists)
     answer = search.looks[-1]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from idealagent.answers import normalize_answer
 from idealagent.errors import InputError
 from idealagent.evaluation.trust import RIGHT_AT
+from idealagent.machine import Step
 from idealagent.parsing import is_undecided
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ def agent_stats(traces: Sequence[Trace]) -> dict[str, Any]:
         values = [getattr(t.usage, name) for t in traces]
         stats[f"total_{name}"] = sum(values)
         stats[f"mean_{name}"] = mean(values)
+    steps = sorted({step for t in traces for step in t.usage.steps},
+                   key=lambda step: (_STEP_ORDER.index(step) if step in _STEP_ORDER else len(_STEP_ORDER), step))
+    stats["mean_calls_by_step"] = {step: mean([t.usage.steps.get(step, 0) for t in traces]) for step in steps}
     latencies = [t.latency_s for t in traces]
     errored = [t.stop_reason == "error" or t.error is not None for t in traces]
     stats.update(
@@ -79,6 +83,9 @@ def agent_stats(traces: Sequence[Trace]) -> dict[str, Any]:
         latency_p90_s=_percentile(latencies, 90),
     )
     return stats
+
+
+_STEP_ORDER = [step.value for step in Step]  # the loop's order
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
