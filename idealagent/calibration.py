@@ -65,6 +65,19 @@ class Fit(BaseModel):
     knots: list[tuple[float, float]] = Field(default_factory=list)  # isotonic: (score, probability)
 
 
+MIN_ROUND_EVIDENCE = 30  # samples a round must have reached before its record can stop the loop
+MIN_ROUND_GAIN = 0.01  # the share of them a round must have fixed to be worth asking
+
+
+class RoundRecord(BaseModel):
+    """What one round did in a fitted run (see ``Calibration.rounds``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reached: int = 0
+    fixed: int = 0
+
+
 class Calibration(BaseModel):
     """Turns a candidate's signals into a calibrated confidence (see the module docstring)."""
 
@@ -73,6 +86,18 @@ class Calibration(BaseModel):
     method: Method = "default"
     fits: dict[CandidateKind, Fit] = Field(default_factory=dict)
     fitted_on: dict[str, Any] = Field(default_factory=dict)  # what the fit saw: files, counts
+    # What each round did in the fitted run, by round number: samples that got a verdict in it
+    # ("reached") and those whose candidates were all wrong before it and its verdict right
+    # ("fixed"). A round that fixed none of enough samples is not asked (``round_pays``).
+    rounds: dict[int, RoundRecord] = Field(default_factory=dict)
+
+    def round_pays(self, index: int) -> bool:
+        """Whether round ``index`` has changed a wrong answer into a right one in the fitted run;
+        True where the fit saw too few samples reach it to tell (or saw no rounds at all)."""
+        record = self.rounds.get(index)
+        if record is None or record.reached < MIN_ROUND_EVIDENCE:
+            return True
+        return record.fixed / record.reached >= MIN_ROUND_GAIN
 
     def confidence(self, kind: CandidateKind, signals: Mapping[str, float]) -> float:
         """The probability a candidate of ``kind`` with ``signals`` is right: the prior for

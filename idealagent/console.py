@@ -35,6 +35,7 @@ STOP_REASONS = {
     "questioner_failed": "the questioner's replies stayed unusable after every retry",
     "reasoner_failed": "the reasoner's replies stayed unusable after every retry",
     "answerer_failed": "the answerer failed on every sub-question of the round",
+    "rounds_do_not_pay": "in the calibration's fitted run, the next round never fixed a wrong answer",
     "error": "the run failed",
 }
 

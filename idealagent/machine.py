@@ -11,7 +11,10 @@
                                      │ no, or no search (zoom off, or no detail to find)
                 ┌────────────────────┘
                 ▼
-     ┌──► ask (questioner) ──nothing new──► stop: no_new_questions (best candidate kept)
+     ┌──► the calibration's fitted run: this round never fixed a wrong answer? ──yes──► stop: rounds_do_not_pay
+     │          │ no                                                  (best candidate kept)
+     │          ▼
+     │    ask (questioner) ──nothing new──► stop: no_new_questions (best candidate kept)
      │          │          ──unusable────► stop: questioner_failed (best candidate kept)
      │          ▼
      │     answer (answerer) ──none answered──► stop: answerer_failed (best candidate kept)
@@ -148,11 +151,10 @@ class Machine:
         measured confidence reaches the threshold, the answer with no round at all."""
         trace = job.trace
         question = direct_question_of(trace)
-        job.step = Step.ASK
         if isinstance(reply, Exception):  # the loop can do without it
             _failure("the direct answer", reply)
             trace.direct = DirectAnswer(question=question, error=f"{type(reply).__name__}: {one_line(reply)}")
-            return [DirectAnswered(trace, trace.direct), *self._look_closer(job)]
+            return [DirectAnswered(trace, trace.direct), *self._look_or_ask(job)]
         sample = trace.sample
         text = text_of(reply)
         answer, index = read_direct_reply(sample.kind, sample.choices, text)
@@ -172,7 +174,7 @@ class Machine:
         best = best_candidate(trace, self.settings)
         if best is not None and self._confident(best) and self.settings.zoom != "on":
             return events + self._stop(job, "confident", best)
-        return events + self._look_closer(job)
+        return events + self._look_or_ask(job)
 
     def looked(self, job: Job, replies: list[Reply | Exception], seconds: float) -> list[Event]:
         """The answerer's replies about views: recorded in the trace's search, which then asks
@@ -190,23 +192,22 @@ class Machine:
         best = best_candidate(trace, self.settings)
         if best is not None and self._confident(best):
             return events + self._stop(job, "confident", best)
-        job.step = Step.ASK
-        return events
+        return events + self._next_round(job)
 
-    def _look_closer(self, job: Job) -> list[Event]:
-        """Start the sample's search when the zoom setting and the picture call for one."""
+    def _look_or_ask(self, job: Job) -> list[Event]:
+        """Look closer when the zoom setting and the picture call for it, else on to round 1."""
         zoom, trace = self.settings.zoom, job.trace
         if zoom == "off" or job.image is None or self.answerer is None:
-            return []
+            return self._next_round(job)
         want = view_size_of(self.answerer)
         picture = Picture(trace.sample.image if trace.sample.image is not None else job.image, job.image)
         if zoom == "auto" and not has_detail(picture.size, want):
-            return []
+            return self._next_round(job)
         mode, convention = choose_mode(self.answerer, self.settings.look_mode)
         closer = LookCloser(picture, want, mode, target_of(trace.sample.question), direct_question_of(trace),
                             self.settings.look_budget, convention)
         if closer.done:
-            return []
+            return self._next_round(job)
         trace.search, job.closer, job.step = closer.search, closer, Step.LOOK
         return []
 
@@ -266,8 +267,16 @@ class Machine:
             return events + self._stop(job, "confident", best)
         if round_.forced:
             return events + self._finish(job, "max_rounds")
+        return events + self._next_round(job)
+
+    def _next_round(self, job: Job) -> list[Event]:
+        """On to the next round's questions, unless the calibration's fitted run says that
+        round never turned a wrong answer into a right one: then stop with the best candidate."""
+        index = len(job.trace.rounds) + 1
+        if not self.settings.calibration.round_pays(index) and best_candidate(job.trace, self.settings) is not None:
+            return self._finish(job, "rounds_do_not_pay")
         job.step = Step.ASK
-        return events
+        return []
 
     # -- candidates ---------------------------------------------------------------------------
 

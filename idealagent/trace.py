@@ -25,6 +25,7 @@ StopReason = Literal[
     "no_new_questions",  # the questioner could only repeat earlier sub-questions
     "questioner_failed",  # the questioner's replies stayed unusable after every retry
     "answerer_failed",  # the answerer failed on every sub-question of a round
+    "rounds_do_not_pay",  # the calibration's fitted run: the next round never fixed a wrong answer
     "reasoner_failed",  # the reasoner's replies stayed unusable after every retry
     "error",  # the sample could not run (e.g. unreadable image); see Trace.error
     # A model service failed on it every time it was tried (retries exhausted, out of memory):

@@ -322,3 +322,42 @@ def test_a_preset_can_name_its_calibration_file(tmp_path, monkeypatch) -> None:
                         Preset("calibrated", "", build, {"calibration": str(tmp_path / "calibration.json")}))
     assert load_preset("calibrated").settings.calibration == calibration
     assert load_preset("calibrated", calibration="stated").settings.calibration.method == "stated"
+
+
+# -- compute goes where it pays -----------------------------------------------------------------
+
+
+def _row(answers: list[str], direct: str, verdicts: list[str]) -> dict[str, Any]:
+    rounds = [{"index": i + 1, "verdict": {"answer": v, "analysis": "", "confidence": 0.5, "signals": {"stated": 0.5}}}
+              for i, v in enumerate(verdicts)]
+    return {"metric": "exact", "answers": answers, "score": 0.0, "prediction": verdicts[-1] if verdicts else direct,
+            "trace": {"direct": {"answer": direct, "signals": {}}, "rounds": rounds}}
+
+
+def test_round_records_count_the_samples_each_round_fixed() -> None:
+    from idealagent.evaluation.calibrate import round_records
+
+    rows = [_row(["cat"], "dog", ["cat", "cat"]),  # round 1 fixed it; round 2 had nothing to fix
+            _row(["cat"], "dog", ["dog", "cat"]),  # round 2 fixed it
+            _row(["cat"], "cat", ["dog"]),  # right before any round: round 1 broke it, fixed nothing
+            _row(["cat"], "dog", [])]  # no round
+    records = round_records({}, rows)
+    assert {i: (r.reached, r.fixed) for i, r in records.items()} == {1: (3, 1), 2: (2, 1)}
+
+
+def test_a_round_that_never_paid_in_the_fitted_run_is_not_asked(image) -> None:
+    from idealagent.calibration import MIN_ROUND_EVIDENCE, RoundRecord
+
+    never = Calibration(method="default", rounds={1: RoundRecord(reached=MIN_ROUND_EVIDENCE, fixed=0)})
+    assert not never.round_pays(1) and never.round_pays(2)  # round 2: no record, so it may pay
+    assert Calibration(rounds={1: RoundRecord(reached=MIN_ROUND_EVIDENCE - 1, fixed=0)}).round_pays(1)
+    llm = ScriptedChatModel(replies=[])  # no LLM call may be made
+    trace = IdealAgent(llm, SureAnswerer("red", 0.5), calibration=never).run(image, "What colour is it?")
+    assert trace.stop_reason == "rounds_do_not_pay" and trace.answer == "red" and not trace.rounds
+    assert llm.calls == []
+    # Without a candidate to keep, round 1 is asked all the same.
+    llm = ScriptedChatModel(replies=[sub_questions("Is it red?"), verdict("red", 0.9)])
+    trace = IdealAgent(llm, SureAnswerer("red", 0.5), calibration=never, direct_answer=False).run(image, "Colour?")
+    assert trace.judged_rounds == 1
+    # The record survives a save and a load.
+    assert Calibration.model_validate(json.loads(never.model_dump_json())) == never

@@ -306,6 +306,9 @@ def test_calibrate_fits_on_a_run_and_eval_applies_the_file(tmp_path: Path, build
     assert f"verdict: {N_ITEMS} candidates" in result.stdout and f"wrote {calibration}" in result.stdout
     saved = json.loads(calibration.read_text())
     assert saved["method"] == "logistic" and saved["fitted_on"]["files"] == ["train.jsonl"]
+    # What each round did in the fitted run is kept, and said.
+    assert saved["rounds"] and all(set(record) == {"reached", "fixed"} for record in saved["rounds"].values())
+    assert re.search(r"round 1: \d+ of \d+ samples? fixed", result.stdout)
     # Applied: recorded in every trace and in the results file's fingerprint.
     test = tmp_path / "test.jsonl"
     result = run_eval_cli(data, test, "--calibration", str(calibration))

@@ -238,6 +238,10 @@ def calibrate_command(
             else:
                 shape = f"{len(fit.knots)} knots"
             typer.echo(f"{kind}: {plural(fit.n, 'candidate')}, {fit.mean_score:.1%} right; {shape}")
+        for index, record in calibration.rounds.items():
+            pays = "asked" if calibration.round_pays(index) else "not asked (rounds_do_not_pay)"
+            typer.echo(f"round {index}: {record.fixed} of {plural(record.reached, 'sample')} fixed "
+                       f"(wrong before it, right after); {pays}")
         typer.echo(f"wrote {out}; use it with --calibration {out}")
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from idealagent.calibration import Calibration, CandidateKind, Example, Method, fit
+from idealagent.calibration import Calibration, CandidateKind, Example, Method, RoundRecord, fit
 from idealagent.errors import InputError
 from idealagent.evaluation.results import header_field
 from idealagent.evaluation.rows import is_failed
@@ -47,6 +47,35 @@ def labelled_candidates(header: dict[str, Any], rows: Sequence[dict[str, Any]]) 
     return examples
 
 
+def round_records(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[int, RoundRecord]:
+    """For each round number: the samples whose trace has a verdict in it, and those it fixed
+    (every candidate before it wrong, its verdict right). Failed samples count in neither."""
+    vqa_metric = header_field(header, "vqa_metric")
+    reached: dict[int, int] = {}
+    fixed: dict[int, int] = {}
+    for row in rows:
+        trace = row.get("trace") or {}
+        if is_failed(row) or not trace:
+            continue
+
+        def right(answer: str | None, choice_index: int | None) -> bool:
+            return answer is not None and score(row["metric"], answer, choice_index, row.get("answers") or [],
+                                                row.get("gold_index"), vqa_metric=vqa_metric) > 0.5
+
+        direct = trace.get("direct") or {}
+        before = right(direct.get("answer"), direct.get("choice_index"))
+        for round_ in trace.get("rounds") or []:
+            verdict = round_.get("verdict")
+            if not verdict:
+                continue
+            index = int(round_.get("index", 0))
+            now = right(verdict.get("answer"), verdict.get("choice_index"))
+            reached[index] = reached.get(index, 0) + 1
+            fixed[index] = fixed.get(index, 0) + int(now and not before)
+            before = before or now
+    return {index: RoundRecord(reached=count, fixed=fixed[index]) for index, count in sorted(reached.items())}
+
+
 def calibrate(paths: Sequence[Path], method: Method = "logistic", *, force: bool = False) -> Calibration:
     """Fit a calibration on the results files ``paths`` (shards of one run merge)."""
     from idealagent.evaluation.report import read_results
@@ -59,4 +88,4 @@ def calibrate(paths: Sequence[Path], method: Method = "logistic", *, force: bool
     fitted_on = {"files": [Path(p).name for p in paths], "benchmark": header.get("benchmark"),
                  "split": header.get("split"), "preset": header.get("preset"), "samples": len(rows),
                  "candidates": {kind: len(found) for kind, found in examples.items()}}
-    return fit(examples, method, fitted_on)
+    return fit(examples, method, fitted_on).model_copy(update={"rounds": round_records(header, rows)})
