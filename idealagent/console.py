@@ -1,8 +1,8 @@
 """Rich rendering of Rounds and Traces, and ``LiveRun``, which shows a run as it happens.
 
-All console output of the package lives here; the library itself only logs. Every function
-takes the ``Console`` to draw on, so the CLI decides where output goes (stdout, or stderr when
-stdout is reserved for ``--json``).
+All console output of the package lives here (the closer looks' lines in console_looks.py); the
+library itself only logs. Every function takes the ``Console`` to draw on, so the CLI decides
+where output goes (stdout, or stderr when stdout is reserved for ``--json``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from idealagent.console_looks import looks_panel, looks_summary, new_look_lines
 from idealagent.errors import one_line
+from idealagent.events import Event, Looked
 from idealagent.trace import DirectAnswer, Failure, Round, Trace
 
 if TYPE_CHECKING:
@@ -128,6 +130,8 @@ def result_panel(trace: Trace, threshold: float) -> Panel:
     rows.add_row("answer", answer)
     rows.add_row("confidence", confidence_bar(trace.confidence, threshold))
     rows.add_row("stopped", Text(stop_reason_text(trace)))
+    if trace.search is not None:
+        rows.add_row("looked closer", looks_summary(trace.search))
     rows.add_row("rounds", f"{trace.judged_rounds} ({plural(len(trace.sub_questions), 'sub-question')})")
     if trace.failures:
         rows.add_row("unusable", failure_summary(trace.failures))
@@ -180,6 +184,8 @@ def print_trace(console: Console, trace: Trace, threshold: float) -> None:
     console.print(header)
     if trace.direct is not None:
         console.print(direct_panel(trace.direct, threshold))
+    if trace.search is not None:
+        console.print(looks_panel(trace.search))
     for round_ in trace.rounds:
         console.print(round_panel(round_, threshold))
     console.print(result_panel(trace, threshold))
@@ -190,24 +196,32 @@ class LiveRun:
 
     On a terminal the current round redraws in place and finished rounds stay printed above
     it. Elsewhere (a pipe, a file, a test) each round is printed once, when it is finished.
+    Each closer look is printed as one line as soon as the answerer has replied.
     """
 
     def __init__(self, console: Console, threshold: float) -> None:
         self.console = console
         self.threshold = threshold
         self._printed = 0  # the index of the last round printed for good (0: none yet)
+        self._live: Live | None = None
 
     def run(self, agent: IdealAgent, image: Any, question: str, *, choices: Sequence[str] | None = None,
             kind: str | None = None) -> Trace:
         """Run one question through ``agent``, drawing each round; return the finished Trace."""
-        self._printed = 0
+        self._printed, self._live = 0, None
         updates = agent.stream(image, question, choices=choices, kind=kind,  # type: ignore[arg-type]
-                               partial=True)
+                               partial=True, callbacks=[self._looked])
         if not (self.console.is_terminal and not self.console.is_dumb_terminal):
             return self._consume(updates, live=None)
         with Live(self._status("looking at the image"), console=self.console, transient=True,
-                  refresh_per_second=8) as live:
-            return self._consume(updates, live)
+                  refresh_per_second=8) as self._live:
+            return self._consume(updates, self._live)
+
+    def _looked(self, event: Event) -> None:
+        if isinstance(event, Looked) and event.trace.search is not None:
+            self.console.print(Group(*new_look_lines(event.trace.search, event.looks)))
+            if self._live is not None:
+                self._live.update(self._status("looking closer"))
 
     def _consume(self, updates: Iterable[DirectAnswer | Round | Trace], live: Live | None) -> Trace:
         for update in updates:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,7 +17,7 @@ from rich.padding import Padding
 from rich.text import Text
 
 from idealagent.calibration import Calibration
-from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
+from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent, show_looks
 from idealagent.cli.options import (
     NOTHING_GIVEN,
     Debug,
@@ -31,7 +32,9 @@ from idealagent.cli.options import (
 )
 from idealagent.console import LiveRun, print_trace, result_panel, stop_reason_text
 from idealagent.errors import IdealAgentError, InputError
-from idealagent.images import load_image
+from idealagent.images import load_image, upright_size
+from idealagent.looking.closer import input_side, view_size_of
+from idealagent.looking.draw import check_looks_path
 from idealagent.presets import PRESETS, preset_names, preset_settings
 from idealagent.settings import AgentSettings
 from idealagent.trace import ENTAILMENT_LABELS, TASK_KINDS, YES_NO, Sample, Trace
@@ -68,6 +71,10 @@ def ask(
     vlm: VlmOption = None,
     llm: LlmOption = None,
     json_output: Annotated[bool, flag("--json", help="Print only the trace as JSON on stdout.")] = False,
+    looks_file: Annotated[Path | None, typer.Option(
+        "--show-looks", metavar="FILE.png", show_default=False,
+        help="Draw where the agent looked closer on the picture (numbered in order, the best view in "
+             "cyan) and save it to FILE.png.")] = None,
     verbose: Verbose = False,
     debug: Debug = False,
 ) -> None:
@@ -76,6 +83,8 @@ def ask(
         choices = choice or None
         check_question(question, choices, kind)
         overrides = loop_overrides(preset, loop, vlm=vlm, llm=llm)
+        if looks_file is not None:
+            check_looks_path(looks_file)
         picture = load_image(image)
         agent = load_agent(preset, overrides)
         # With --json, stdout holds the trace alone: the rounds go to stderr, and only to a terminal.
@@ -90,6 +99,10 @@ def ask(
             typer.echo(trace.to_json(indent=2))
         else:
             console.print(result_panel(trace, agent.confidence_threshold))
+        if looks_file is not None:
+            show_looks(trace, looks_file, picture, err=json_output,
+                       picture_size=upright_size(image) or picture.size,
+                       input_side=input_side(view_size_of(agent.answerer)))
         if verbose and getattr(agent, "response_cache", None) is not None:
             typer.echo(agent.response_cache.counts.line(), err=True)
         if trace.answer is None:

@@ -1,4 +1,5 @@
-"""What every command shares: logging to stderr, errors as one line, loading a preset's agent.
+"""What every command shares: logging to stderr, errors as one line, loading a preset's agent,
+drawing where a trace looked closer (``--show-looks``).
 
 Errors are one ``error: ...`` line on stderr; exit code 2 means the arguments were wrong, 1
 that the image, the models or the run failed (see errors.py).
@@ -17,18 +18,36 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 
+from idealagent.console_looks import looks_summary
 from idealagent.errors import IdealAgentError, ModelLoadError, one_line
+from idealagent.looking.draw import no_look_reason, write_looks
 from idealagent.notices import is_notice
 from idealagent.presets import get_preset, load_preset
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from idealagent.agent import IdealAgent
+    from idealagent.trace import Trace
 
 
 def error_line(message: str) -> None:
     """Print one ``error: ...`` line on stderr."""
     sys.stdout.flush()  # keep the line in order with what came before it when both go to one file
     typer.echo(f"error: {one_line(message, limit=sys.maxsize)}", err=True)
+
+
+def show_looks(trace: Trace, path: Path, picture: Any, *, err: bool = False, option: str = "--show-looks",
+               picture_size: tuple[int, int] | None = None, input_side: float | None = None) -> None:
+    """Draw where ``trace`` looked closer on ``picture`` into ``path`` and say so in one line (on
+    stderr if ``err``); a trace with no search writes nothing, and the line says why (from the
+    trace, and the picture's size and the answerer's input side where given)."""
+    if trace.search is None:
+        reason = no_look_reason(trace, picture_size, input_side)
+        typer.echo(f"no closer look was taken, so {option} wrote nothing: {reason}", err=err)
+        return
+    write_looks(picture, trace.search, path, option)
+    typer.echo(f"wrote {path}: {looks_summary(trace.search)}", err=err)
 
 
 @contextmanager

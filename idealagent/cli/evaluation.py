@@ -3,7 +3,8 @@
 ``eval`` checks every argument, the data and the results file before any model loads; then it
 shows a progress bar on a terminal (elsewhere, under a batch scheduler or into a file, a line
 every ``PROGRESS_EVERY_S`` seconds) and ends with a short summary. ``report`` reads one or more
-results files and prints the full report.
+results files and prints the full report, or draws where one sample looked closer
+(``--sample ID --show-looks FILE.png``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent
+from idealagent.cli.common import cli_logging, error_line, exit_on_error, load_agent, show_looks
 from idealagent.cli.options import (
     NOTHING_GIVEN,
     Debug,
@@ -35,7 +36,7 @@ from idealagent.cli.options import (
     with_loop_options,
 )
 from idealagent.console import plural
-from idealagent.errors import InfrastructureError, InputError, ModelLoadError
+from idealagent.errors import ImageError, InfrastructureError, InputError, ModelLoadError
 from idealagent.evaluation import ranks, runner
 from idealagent.evaluation.runner import (
     EvalResult,
@@ -45,6 +46,8 @@ from idealagent.evaluation.runner import (
     progress_line,
 )
 from idealagent.evaluation.scoring import DEFAULT_VQA_METRIC
+from idealagent.images import load_image
+from idealagent.looking.draw import check_looks_path
 
 # Seconds between progress lines when stderr is not a terminal: often enough for a batch job's
 # log to show it is alive, rarely enough to stay readable.
@@ -187,6 +190,13 @@ def report_command(
     force: Annotated[bool, flag(
         "--force", help="Merge files even if their runs differ (models, settings, prompts, version, metric).",
     )] = False,
+    sample: Annotated[str | None, typer.Option(
+        "--sample", metavar="ID", show_default=False,
+        help="The sample whose looks --show-looks draws.")] = None,
+    looks_file: Annotated[Path | None, typer.Option(
+        "--show-looks", metavar="FILE.png", show_default=False,
+        help="Instead of the report, draw where the --sample's trace looked closer on its picture and save "
+             "it to FILE.png.")] = None,
     verbose: Verbose = False,
     debug: Debug = False,
 ) -> None:
@@ -195,6 +205,16 @@ def report_command(
     from idealagent.evaluation.report import read_results, summarize, write_plots
 
     with cli_logging(verbose, debug), exit_on_error(debug):
+        if sample is not None or looks_file is not None:
+            if sample is None or looks_file is None:
+                raise InputError("--sample ID and --show-looks FILE.png go together: which sample's looks to "
+                                 "draw, and where to save them")
+            if json_output or out_dir is not None:
+                raise InputError("--show-looks draws one sample's looks instead of the report: "
+                                 "it takes no --json or --out-dir")
+            check_looks_path(looks_file)
+            draw_sample_looks(read_results(results, force=force)[1], sample, looks_file)
+            return
         header, rows = read_results(results, force=force)
         summary = summarize(header, rows)
         folder = out_dir or results[0].with_suffix(".report")
@@ -208,6 +228,20 @@ def report_command(
         console = Console()
         render_report(summary, console)
         typer.echo(f"wrote {summary_path}" + "".join(f", {p.name}" for p in plots))
+
+
+def draw_sample_looks(rows: list[dict[str, Any]], sample: str, path: Path) -> None:
+    """``report --sample ID --show-looks FILE.png``: that sample's looks, drawn on its picture."""
+    from idealagent.evaluation.report import sample_row
+
+    row, trace = sample_row(rows, sample)
+    picture: Any = None
+    if trace.search is not None:
+        try:
+            picture = load_image(row.get("image") or trace.sample.image)
+        except ImageError as exc:
+            raise ImageError(f"sample {sample}: its picture cannot be read ({exc})") from None
+    show_looks(trace, path, picture)
 
 
 def calibrate_command(

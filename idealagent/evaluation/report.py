@@ -241,6 +241,16 @@ def _group(
     return group
 
 
+def sample_row(rows: Sequence[dict[str, Any]], sample_id: str) -> tuple[dict[str, Any], Trace]:
+    """The row of the sample ``sample_id`` and its Trace; InputError naming a few known ids if
+    no row has it."""
+    row = next((row for row in rows if str(row["id"]) == sample_id), None)
+    if row is None:
+        known = ", ".join(str(row["id"]) for row in rows[:3]) + (", ..." if len(rows) > 3 else "")
+        raise InputError(f"no sample {sample_id!r} in the results" + (f" (its ids: {known})" if rows else ""))
+    return row, _trace(row)
+
+
 def _trace(row: dict[str, Any]) -> Trace:
     """The row's Trace; one that does not validate is an InputError naming the sample."""
     from pydantic import ValidationError
