@@ -164,7 +164,7 @@ def test_hrbench_score_is_averaged_over_cycles():
 def test_the_report_prints_the_official_hrbench_score():
     from rich.console import Console
 
-    from idealagent.console import render_report
+    from idealagent.report_console import render_report
 
     rows = [{"id": str(i), "question_type": f"single/cycle{i % 2}", "score": float(i % 2), "confidence": 0.5,
              "error": None, "prediction": "A"} for i in range(4)]

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from idealagent.console import render_report
+from idealagent.report_console import render_report
 from idealagent.errors import InputError
 from idealagent.evaluation.plots import draw_figures
 from idealagent.evaluation.report import read_results, summarize, write_plots

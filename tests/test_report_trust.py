@@ -24,7 +24,7 @@ import pytest
 from rich.console import Console
 
 import idealagent.evaluation.report as report
-from idealagent.console import render_report
+from idealagent.report_console import render_report
 from idealagent.evaluation.loop_stats import answer_sources, exemplar_echo, loop_changes, split_sentences
 from idealagent.evaluation.report import exemplar_sentences, read_results, summarize
 from idealagent.evaluation.trust import (

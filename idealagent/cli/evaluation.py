@@ -201,7 +201,7 @@ def report_command(
     debug: Debug = False,
 ) -> None:
     """Summarise results files: accuracy agent vs baseline, per question type, calibration, cost, plots."""
-    from idealagent.console import render_report
+    from idealagent.report_console import render_report
     from idealagent.evaluation.report import read_results, summarize, write_plots
 
     with cli_logging(verbose, debug), exit_on_error(debug):
@@ -309,7 +309,7 @@ def bench_command(
     debug: Debug = False,
 ) -> None:
     """Measure a preset's throughput: samples/s of the loop and of the direct-answer baseline."""
-    from idealagent.console import render_bench
+    from idealagent.report_console import render_bench
     from idealagent.evaluation.bench import MODES, run_bench
     from idealagent.evaluation.datasets import load_benchmark
 

@@ -3,7 +3,7 @@
 A results file is JSON Lines written by the evaluation runner: a header line
 (``{"header": {...}}``) and one line per finished sample (see ``results.py``). Several files
 (shards of one run, or a run resumed into several files) merge when their headers share the
-run's fingerprint. The summary is plain JSON-able data: ``idealagent.console.render_report``
+run's fingerprint. The summary is plain JSON-able data: ``idealagent.report_console.render_report``
 draws it, and ``plots.write_plots`` turns the rows into PNG figures.
 """
 
