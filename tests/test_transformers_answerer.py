@@ -218,3 +218,32 @@ def test_a_cached_rerun_generates_nothing_and_other_pixels_miss(qwen, images, mo
         r.probability for r in first if isinstance(r, Answer)]
     cached.answer_each([(Image.new("RGB", (40, 30), "green"), "What is it?")])
     assert len(calls) == 2 + failed
+
+
+def test_a_random_qwen2_vl_searches_a_large_picture_within_its_budget(qwen, tmp_path):
+    """The search through the real processor: views sized to its 28-pixel grid, never past the
+    budget, and the pipelined and lock-step loops look at the same views."""
+    picture = tmp_path / "large.png"
+    Image.new("RGB", (1600, 1200), "white").save(picture)
+    sizes: list[tuple[int, int]] = []
+    real = qwen.answer
+
+    def answer(requests):
+        sizes.extend(image.size for image, _ in requests)
+        return real(requests)
+
+    qwen.answer = answer
+    try:
+        searches = []
+        for pipeline in (True, False):
+            llm = qwen.chat_model(max_new_tokens=700)
+            agent = IdealAgent(llm, qwen, max_rounds=1, max_sub_questions=1, attempts=1, zoom="on", look_budget=5,
+                               pipeline=pipeline)
+            trace = agent.run(str(picture), "What colour is the small cup?")
+            assert trace.search is not None and trace.search.mode == "quadtree" and trace.search.target == "small cup"
+            assert 1 <= trace.search.calls <= 5 and trace.usage.steps["look"] == trace.search.calls
+            searches.append(trace.search.model_dump())
+        assert searches[0] == searches[1]
+        assert all(w % 28 == 0 and h % 28 == 0 for w, h in sizes)
+    finally:
+        del qwen.answer
