@@ -218,6 +218,15 @@ def bench_table(lines: Sequence[dict[str, Any]]) -> Table:
     shown = [(title, key) for title, key in columns if any(key in line for line in lines)]
     for title, _ in shown:
         table.add_column(title, justify="left" if title == "mode" else "right", no_wrap=True)
+    if any(line.get("calls_by_step") for line in lines):
+        shown.append(("calls/sample by step", "calls_by_step"))
+        table.add_column("calls/sample by step", justify="left")
     for line in lines:
-        table.add_row(*(str(line.get(key, "")) for _, key in shown))
+        table.add_row(*(_cell(line.get(key, "")) for _, key in shown))
     return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):  # calls by step: "caption 1 · direct 1 · look 8.5"
+        return " · ".join(f"{step} {count:g}" for step, count in value.items())
+    return str(value)

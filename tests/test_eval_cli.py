@@ -285,9 +285,13 @@ def test_bench_measures_agent_and_baseline_at_each_batch_size(builds: Builds) ->
     # One round a sample at most; a round whose verdict was unusable (the fake answers "A" to a
     # yes/no question) does not count.
     assert all(0 < line["mean_rounds"] <= 1 and line["sub_questions_per_s"] > 0 for line in lines[:2])
+    # Where the calls went, per sample and step: one caption and one direct answer each.
+    assert all(line["calls_by_step"]["caption"] == 1 and line["calls_by_step"]["direct"] == 1 for line in lines[:2])
     assert builds.count == 1
     table = invoke("bench", "--preset", "fake-eval", "--samples", "2", "-b", "2", "--mode", "baseline")
     assert table.exit_code == 0 and "samples/s" in table.stdout and "baseline" in table.stdout
+    table = invoke("bench", "--preset", "fake-eval", "--samples", "2", "-b", "2", "--mode", "agent")
+    assert table.exit_code == 0 and "calls/sample by step" in table.stdout and "caption 1 · direct 1" in table.stdout
 
 
 def test_bench_bad_arguments_exit_2_before_any_model_loads(builds: Builds) -> None:

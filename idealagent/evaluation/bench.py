@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from idealagent.errors import InputError
 from idealagent.evaluation.baseline import load_images, run_baseline
+from idealagent.evaluation.loop_stats import agent_stats
 
 if TYPE_CHECKING:
     from idealagent.agent import IdealAgent
@@ -55,6 +56,9 @@ def run_bench(agent: IdealAgent, items: Sequence[EvalItem], batch_sizes: Sequenc
                     "answerer_output_tokens_per_s": round(sum(u.answerer_output_tokens for u in usage) / seconds, 1),
                     "mean_rounds": round(sum(t.judged_rounds for t in traces) / len(traces), 2),
                     "failures": sum(t.error is not None for t in traces),
+                    # Model calls per sample by step (caption, direct, look, ...): where the time went.
+                    "calls_by_step": {step: round(mean, 2) for step, mean
+                                      in agent_stats(traces).get("mean_calls_by_step", {}).items()},
                 }
             else:
                 line["failures"] = sum(r.error is not None for r in results.values())
