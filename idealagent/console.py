@@ -156,6 +156,8 @@ def answer_source_text(trace: Trace) -> str:
         return ""
     if trace.answer_source == "direct":
         return "the vision model's direct answer"
+    if trace.answer_source == "look":
+        return "the vision model's answer on a closer look"
     if trace.answer_round is not None and trace.rounds and trace.answer_round != trace.rounds[-1].index:
         return f"from round {trace.answer_round}"
     return ""

@@ -103,7 +103,7 @@ class Candidate:
     answer: str
     confidence: float  # calibrated
     measured: bool  # False: the confidence is only the calibration's prior (no signal)
-    source: Literal["direct", "round"]
+    source: Literal["direct", "look", "round"]
     round: int | None = None
     choice_index: int | None = None
 
@@ -189,10 +189,26 @@ class Machine:
         if not closer.done:
             return events
         job.closer = None
+        self._read_look_answer(trace)
         best = best_candidate(trace, self.settings)
         if best is not None and self._confident(best):
             return events + self._stop(job, "confident", best)
         return events + self._next_round(job)
+
+    def _read_look_answer(self, trace: Trace) -> None:
+        """The main question's answer on the best view, read as the direct answer is: a candidate."""
+        search = trace.search
+        look = search.looks[-1] if search is not None and search.looks else None
+        if search is None or look is None or look.kind != "answer" or look.error:
+            return
+        sample = trace.sample
+        answer, index = read_direct_reply(sample.kind, sample.choices, look.reply)
+        search.answer = found = DirectAnswer(question=look.question, reply=look.reply, answer=answer,
+                                             choice_index=index)
+        if answer is not None:
+            if look.probability is not None:
+                found.signals["answer_prob"] = look.probability
+            found.calibrated = self.settings.calibration.confidence("direct", found.signals)
 
     def _look_or_ask(self, job: Job) -> list[Event]:
         """Look closer when the zoom setting and the picture call for it, else on to round 1."""
@@ -368,12 +384,17 @@ TRANSITIONS = {Step.CAPTION: Machine.captioned, Step.DIRECT: Machine.answered_di
 def best_candidate(trace: Trace, settings: AgentSettings) -> Candidate | None:
     """The candidate with the highest calibrated confidence (the later one on a tie); one whose
     confidence is only the calibration's prior ranks below every measured one."""
-    found: list[tuple[bool, float, int, Candidate]] = []
+    found: list[tuple[bool, float, float, Candidate]] = []
     direct = trace.direct
     if direct is not None and direct.answer is not None:
         value, measured = _calibrated(settings, "direct", direct.calibrated, direct.signals)
         found.append((measured, value, 0, Candidate(direct.answer, value, measured, "direct", None,
                                                     direct.choice_index)))
+    looked = trace.search.answer if trace.search is not None else None
+    if looked is not None and looked.answer is not None:
+        value, measured = _calibrated(settings, "direct", looked.calibrated, looked.signals)
+        found.append((measured, value, 0.5, Candidate(looked.answer, value, measured, "look", None,
+                                                    looked.choice_index)))
     for round_ in trace.rounds:
         verdict = round_.verdict
         if verdict is not None and verdict.answer is not None:

@@ -211,6 +211,9 @@ class Search(BaseModel):
     size: list[int]  # the original picture's (width, height), the frame of every box
     looks: list[Look] = Field(default_factory=list)
     best: list[int] | None = None  # the box the main question was asked about, if any
+    # The main question's answer on that view: a candidate for the final answer, like the
+    # direct answer (its signals calibrated as a direct answer's).
+    answer: DirectAnswer | None = None
 
     @property
     def calls(self) -> int:
@@ -255,8 +258,8 @@ class Trace(BaseModel):
     answer: str | None = None
     choice_index: int | None = None  # the answer's index into Sample.choices, for choice kinds
     confidence: float | None = None  # the answer's calibrated confidence
-    # Which candidate the answer is: the direct answer, or a round's verdict (answer_round).
-    answer_source: Literal["direct", "round"] | None = None
+    # Which candidate the answer is: the direct answer, the closer look's, or a round's verdict (answer_round).
+    answer_source: Literal["direct", "look", "round"] | None = None
     answer_round: int | None = None
     stop_reason: StopReason | None = None
     error: str | None = None
@@ -276,6 +279,8 @@ class Trace(BaseModel):
         head += f"{self.answer!r} at {_confidence(self.confidence)}" if self.answer is not None else "no answer"
         if self.answer_source == "direct":
             head += " (the direct answer)"
+        elif self.answer_source == "look":
+            head += " (from a closer look)"
         elif self.answer_round is not None:
             head += f" (from round {self.answer_round})"
         head += f" after {rounds} round{'' if rounds == 1 else 's'}"

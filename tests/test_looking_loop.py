@@ -213,3 +213,15 @@ def test_closer_never_asks_past_its_budget_even_with_no_probabilities(tmp_path):
         assert closer.search.calls <= budget
         assert evidence_lines(closer.search) == [line for line in evidence_lines(closer.search) if line]
         assert all(re.match(r"^(Zoomed|The )", line) for line in evidence_lines(closer.search))
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_the_answer_on_the_closer_look_is_a_candidate_and_can_win(tmp_path, pipeline):
+    # default calibration: the direct answer "white" at its probability 0.3, the closer look's
+    # "red" at 0.6, the verdict "red" at mean(stated 0.9, agrees with the direct answer 0) = 0.45.
+    agent, _ = agent_for(SeeingAnswerer(Capabilities(logprobs=True)), pipeline=pipeline, calibration="default")
+    trace = agent.run(picture_file(tmp_path), "What color is the small square?")
+    looked = trace.search.answer
+    assert looked.answer == "red" and looked.signals == {"answer_prob": 0.6} and looked.calibrated == 0.6
+    assert trace.answer == "red" and trace.answer_source == "look" and trace.confidence == 0.6
+    assert "(from a closer look)" in str(trace)

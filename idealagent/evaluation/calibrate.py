@@ -1,7 +1,8 @@
 """``idealagent calibrate``: fit a Calibration (calibration.py) on a labelled results file.
 
 Every candidate answer a run produced is a training example, not only the final answers: the
-direct answer of each sample and the verdict of each round, each with the signals recorded in
+direct answer of each sample (and the answer on its closer look, fitted as a direct answer)
+and the verdict of each round, each with the signals recorded in
 its trace and, as its label, its own score against the gold answers (the benchmark's metric).
 So the fit learns both when to stop and which candidate to keep.
 """
@@ -39,6 +40,9 @@ def labelled_candidates(header: dict[str, Any], rows: Sequence[dict[str, Any]]) 
         if direct.get("answer") is not None and direct.get("error") is None:
             examples["direct"].append((direct.get("signals") or {}, label(row, direct["answer"],
                                                                           direct.get("choice_index"))))
+        looked = (trace.get("search") or {}).get("answer") or {}
+        if looked.get("answer") is not None and looked.get("signals"):  # calibrated as a direct answer
+            examples["direct"].append((looked["signals"], label(row, looked["answer"], looked.get("choice_index"))))
         for round_ in trace.get("rounds") or []:
             verdict = round_.get("verdict") or {}
             if verdict.get("answer") is not None and verdict.get("signals"):
@@ -63,7 +67,9 @@ def round_records(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dic
                                                 row.get("gold_index"), vqa_metric=vqa_metric) > 0.5
 
         direct = trace.get("direct") or {}
-        before = right(direct.get("answer"), direct.get("choice_index"))
+        looked = (trace.get("search") or {}).get("answer") or {}
+        before = right(direct.get("answer"), direct.get("choice_index")) or right(looked.get("answer"),
+                                                                                   looked.get("choice_index"))
         for round_ in trace.get("rounds") or []:
             verdict = round_.get("verdict")
             if not verdict:

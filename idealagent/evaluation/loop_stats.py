@@ -134,10 +134,10 @@ def loop_changes(
 
 
 def answer_sources(traces: Sequence[Trace]) -> dict[str, int] | None:
-    """Where the final answers came from: ``direct`` or ``round N``, with counts (most first);
-    None when no trace records it (results written before the direct answer existed)."""
+    """Where the final answers came from: ``direct``, ``look`` or ``round N``, with counts (most
+    first); None when no trace records it (results written before the direct answer existed)."""
     sources = Counter(
-        "direct" if t.answer_source == "direct" else f"round {t.answer_round}"
+        t.answer_source if t.answer_source in ("direct", "look") else f"round {t.answer_round}"
         for t in traces if t.answer_source is not None
     )  # fmt: skip
     return dict(sorted(sources.items(), key=lambda item: (-item[1], item[0]))) if sources else None
