@@ -26,7 +26,7 @@ from idealagent.errors import IdealAgentError, InfrastructureError, ServiceDownE
 from idealagent.events import (Callback, DirectAnswered, Event, RoundAnswered, RoundAsked, RoundJudged, SampleFinished,
                                StepFailed, emit)
 from idealagent.images import load_image
-from idealagent.machine import Job, Machine, Step
+from idealagent.machine import Job, Machine, Step, steps_done
 from idealagent.roles import Questioner, Reasoner
 from idealagent.scheduler import Lane, Pipeline, Queue
 from idealagent.settings import AgentSettings
@@ -173,13 +173,24 @@ class IdealAgent:
 
     def _pipelined(self, active: list[Job], waiting: Iterator[Job], apply: Apply, lanes: list[Lane],
                    lane_of: dict[Step, str], callbacks: Sequence[Callback]) -> Iterator[Event]:
-        """Each sample moves on as soon as its own step returns (scheduler.py)."""
+        """Each sample moves on as soon as its own step returns (scheduler.py).
+
+        Once no sample is left to start, the pool drains: then a model's slots go first to the
+        samples with the most steps still ahead (the fewest done), whose chains of calls would
+        otherwise finish the run alone with the models half idle. Before that, first come,
+        first served."""
         queues = {step: Queue(lane_of[step], lambda jobs, step=step: calls.run(self, step, jobs)) for step in Step}
-        with Pipeline(lanes, queues, on_abandon=self._abandon) as pipeline:
+        draining = False
+
+        def priority(step: Step, jobs: list[Job]) -> float:
+            return min(steps_done(job) for job in jobs) if draining else 0
+
+        with Pipeline(lanes, queues, on_abandon=self._abandon, priority=priority) as pipeline:
             while True:
                 yield from self._fill(active, waiting, callbacks)
                 if not active:
                     return
+                draining = len(active) < self.batch_size  # _fill found no sample left to start
                 for job in active:
                     if not job.queued:
                         pipeline.put(job.step, job)

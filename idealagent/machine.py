@@ -381,6 +381,19 @@ TRANSITIONS = {Step.CAPTION: Machine.captioned, Step.DIRECT: Machine.answered_di
                Step.ANSWER: Machine.answered, Step.JUDGE: Machine.judged}
 
 
+def steps_done(job: Job) -> int:
+    """About how many model steps ``job`` has taken (caption, direct answer, then three a round):
+    the fewer, the more it has left."""
+    rounds = len(job.trace.rounds)
+    if job.step is Step.ASK:
+        return 2 + 3 * rounds
+    if job.step is Step.ANSWER:
+        return 3 * rounds
+    if job.step is Step.JUDGE:
+        return 3 * rounds + 1
+    return {Step.CAPTION: 0, Step.DIRECT: 1, Step.LOOK: 2}[job.step]
+
+
 def best_candidate(trace: Trace, settings: AgentSettings) -> Candidate | None:
     """The candidate with the highest calibrated confidence (the later one on a tie); one whose
     confidence is only the calibration's prior ranks below every measured one."""

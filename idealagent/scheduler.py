@@ -13,6 +13,9 @@ serves captions and answers, an LLM the questioner and the reasoner). Two kinds 
   the granularity of our calls. All local lanes share one device, so one local call runs at a
   time: they often share weights, and always the accelerator.
 
+A server call goes out with a priority (``priority``, 0 by default): its requests wait for the
+model's slots in that order (idealagent/limits.py), lowest first, in arrival order among equals.
+
 The scheduler knows nothing of IdealGPT: the agent says which lane each step uses, what a call
 does, and what to do with its result.
 """
@@ -26,6 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from idealagent.limits import priority as request_priority
 from idealagent.threads import DaemonPool
 
 J = TypeVar("J")
@@ -66,9 +70,11 @@ class Pipeline(Generic[J]):
     """Runs step calls for jobs as their lanes allow; ``next()`` hands back one finished call."""
 
     def __init__(self, lanes: Sequence[Lane], steps: dict[Hashable, Queue[J]], *,
-                 on_abandon: Callable[[], None] | None = None) -> None:
+                 on_abandon: Callable[[], None] | None = None,
+                 priority: Callable[[Hashable, list[J]], float] | None = None) -> None:
         self.lanes = {lane.name: lane for lane in lanes}
         self.steps = steps  # in loop order
+        self.priority = priority  # a server call's place in its model's line (lowest first); None: all 0
         workers = sum(lane.concurrency for lane in lanes if not lane.local)
         # Daemon threads: Ctrl-C must not wait at exit for a slow server's reply to a call
         # nobody will read.
@@ -125,7 +131,8 @@ class Pipeline(Generic[J]):
                     break
                 lane.in_flight += 1
                 assert self._pool is not None
-                self._futures[self._pool.submit(self._call, *taken)] = self._calls
+                rank = self.priority(*taken) if self.priority is not None else 0
+                self._futures[self._pool.submit(self._call, *taken, rank)] = self._calls
                 self._calls += 1
 
     def _take_local(self) -> tuple[Hashable, list[J]] | None:
@@ -146,7 +153,8 @@ class Pipeline(Generic[J]):
         count = min(self.lanes[self.steps[step].lane].max_batch, len(queue))
         return step, [queue.popleft() for _ in range(count)]
 
-    def _call(self, step: Hashable, jobs: list[J]) -> Done[J]:
+    def _call(self, step: Hashable, jobs: list[J], rank: float = 0) -> Done[J]:
         started = time.perf_counter()
-        result = self.steps[step].call(jobs)
+        with request_priority(rank):
+            result = self.steps[step].call(jobs)
         return Done(step, jobs, result, time.perf_counter() - started)

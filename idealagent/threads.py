@@ -7,6 +7,7 @@ sent here that nobody waits for any more simply dies with the process.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -29,12 +30,13 @@ class DaemonPool:
         self._closed = False
 
     def submit(self, call: Callable[..., T], *args: Any) -> Future[T]:
-        """Run ``call(*args)`` on a pool thread; its Future holds the result or the exception."""
+        """Run ``call(*args)`` on a pool thread, in the caller's context (its context variables,
+        such as a request's priority: limits.py); its Future holds the result or the exception."""
         future: Future[T] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"the {self.name} pool is shut down")
-            self._work.put((future, call, args))
+            self._work.put((future, contextvars.copy_context().run, (call, *args)))
             if self._work.qsize() > self._idle and len(self._threads) < self.workers:
                 thread = threading.Thread(target=self._serve, name=f"{self.name}-{len(self._threads)}", daemon=True)
                 self._threads.append(thread)

@@ -93,3 +93,42 @@ def test_abandoned_requests_free_their_slots_and_are_not_retried():
     assert limit.in_flight == 0  # its late return does not free a slot a second time
     with pytest.raises(InfrastructureError, match="abandoned"):
         limit.run(lambda: "a retry", since)  # a retry of the abandoned request is not sent
+
+
+def test_waiting_requests_get_slots_by_priority_then_in_arrival_order():
+    from idealagent.limits import priority
+
+    limit = AdaptiveLimit(1)
+    order, lock = [], threading.Lock()
+    with limit.slot():  # the one slot taken: everyone else waits in line
+        def request(name: str, rank: float) -> None:
+            with priority(rank), limit.slot():
+                with lock:
+                    order.append(name)
+
+        threads = []
+        for name, rank in [("late-1", 2), ("first", 0), ("late-2", 2), ("second", 1)]:
+            thread = threading.Thread(target=request, args=(name, rank))
+            thread.start()
+            threads.append(thread)
+            while len(limit._waiting) < len(threads):  # in line before the next one comes
+                time.sleep(0.001)
+    for thread in threads:
+        thread.join(5)
+    assert order == ["first", "second", "late-1", "late-2"] and limit.in_flight == 0
+
+
+def test_a_request_interrupted_while_waiting_leaves_the_line(monkeypatch):
+    import idealagent.limits as limits
+
+    def interrupted(self: limits._Waiter, *args: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while it waits for a slot
+
+    limit = AdaptiveLimit(1)
+    with limit.slot():
+        with monkeypatch.context() as patch:
+            patch.setattr(threading.Condition, "wait", interrupted)
+            with pytest.raises(KeyboardInterrupt), limit.slot():
+                pass
+        assert limit._waiting == [] and limit.in_flight == 1
+    assert limit.in_flight == 0 and limit.run(lambda: "next") == "next"

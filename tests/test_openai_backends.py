@@ -247,6 +247,19 @@ def test_structured_output_sends_the_json_schema(openai_stub):
     assert body["max_tokens"] == 80 and "max_completion_tokens" not in body and body["temperature"] == 0
 
 
+def test_messages_go_out_as_given_beside_a_models_extra_body(openai_stub):
+    # The messages skip the openai client's typed transform (through extra_body): the body is the same.
+    openai_stub.reply = lambda body: "Fine."
+    llm = chat_model_for(openai_stub).model_copy(update={"extra_body": {"top_k": 5}})
+    llm.invoke([("system", "Be brief."), ("user", "How are you?")])
+    body = openai_stub.requests[0]
+    assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How are you?"}]
+    assert body["top_k"] == 5 and "extra_body" not in body and body["model"] == "stub-llm"
+    answerer_for(openai_stub).answer([(Image.new("RGB", (4, 4)), "What is it?")])
+    (part, text), = [m["content"] for m in openai_stub.requests[1]["messages"] if m["role"] == "user"]
+    assert part["type"] == "image_url" and text["text"].startswith("What is it?")
+
+
 # -- through IdealAgent ---------------------------------------------------------------------------
 
 

@@ -201,3 +201,24 @@ def test_bench_runs_the_openai_preset_against_a_server_in_both_loops(monkeypatch
     assert [line["loop"] for line in lines] == ["pipelined", "lock-step"]
     assert all(line["failures"] == 0 and line["samples"] == 6 for line in lines)
     assert lines[0]["mean_rounds"] == lines[1]["mean_rounds"] > 1  # same work, unconfident verdicts
+
+
+def test_a_server_call_runs_with_its_priority_and_the_drain_puts_samples_furthest_behind_first():
+    from idealagent.limits import _PRIORITY
+    from idealagent.machine import Job, Step, steps_done
+
+    seen: list[tuple[str, float]] = []
+    lanes = [Lane("server", concurrency=4)]
+    steps = {"a": Queue("server", lambda jobs: [seen.append((job, _PRIORITY.get())) for job in jobs])}
+    with Pipeline(lanes, steps, priority=lambda step, jobs: {"x": 2, "y": 0}[jobs[0]]) as pipeline:
+        pipeline.put("a", "x")
+        pipeline.put("a", "y")
+        pipeline.next(), pipeline.next()
+    assert sorted(seen) == [("x", 2), ("y", 0)]  # set on the worker thread, around the call
+    # The agent's order while draining: fewer steps done (more ahead) first.
+    job = Job(Trace(sample=Sample(image=None, question="q")))
+    counts = []
+    for step in (Step.CAPTION, Step.DIRECT, Step.ASK):
+        job.step = step
+        counts.append(steps_done(job))
+    assert counts == [0, 1, 2]

@@ -37,7 +37,8 @@ from idealagent import parsing
 from idealagent.answerers import Answer, raise_first
 from idealagent.capabilities import Capabilities
 from idealagent.confidence import TokenLogprob, answer_probability, logprobs_content
-from idealagent.endpoints import LOCAL_API_KEY, VLM_PREFIX, Endpoint, LogprobsSwitch, endpoint_from_env, redact_url
+from idealagent.endpoints import (LOCAL_API_KEY, VLM_PREFIX, Endpoint, LogprobsSwitch, endpoint_from_env, redact_url,
+                                  untyped_messages)
 from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind, one_line
 from idealagent.limits import AdaptiveLimit
 from idealagent.prompts import load_prompt
@@ -203,12 +204,14 @@ class OpenAIAnswerer:
             options["logprobs"] = True
         try:
             # The slot is held for the request only, not while backing off between tries.
-            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options), since)
+            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(
+                **untyped_messages(options)), since)
         except openai.BadRequestError as exc:
             if "logprobs" not in options or not self.logprobs.refused(exc, self._describe()):
                 raise
             del options["logprobs"]  # the same request once more, without them
-            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(**options), since)
+            raw = self._slots.run(lambda: self.client.chat.completions.with_raw_response.create(
+                **untyped_messages(options)), since)
         return reply_answer(raw.http_response, self._describe())
 
     def _describe(self) -> str:

@@ -48,6 +48,7 @@ from idealagent.endpoints import (
     endpoint_options,
     not_json_error,
     redact_url,
+    untyped_messages,
 )
 from idealagent.errors import IdealAgentError, ModelLoadError, ModelOutputError, one_line
 from idealagent.limits import AdaptiveLimit
@@ -204,6 +205,12 @@ class EndpointChatModel(ChatOpenAI):
         return result
 
     def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+        # What ChatOpenAI hands the openai client: the messages go in as they are (see
+        # endpoints.untyped_messages), the body sent is the same.
+        return untyped_messages(self._payload(input_, stop=stop, **kwargs))
+
+    def _payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+        """The request body: ChatOpenAI's, with the older ``max_tokens`` and no logprobs once refused."""
         payload = super()._get_request_payload(input_, stop=stop, **kwargs)
         # ChatOpenAI renames max_tokens to OpenAI's newer max_completion_tokens. Every
         # OpenAI-compatible server knows the older name; not every one (or version) the newer.
@@ -225,7 +232,7 @@ class EndpointChatModel(ChatOpenAI):
         sent (messages, model, limits, response_format, logprobs); None unless it is at
         temperature 0 with one choice."""
         kwargs.pop("ls_structured_output_format", None)  # LangChain's tracing note, never sent
-        payload = self._get_request_payload(input_, stop=stop, **kwargs)
+        payload = self._payload(input_, stop=stop, **kwargs)
         if payload.get("temperature") != 0 or payload.get("n") not in (None, 1):
             return None
         return request_key({"class": type(self).__name__, "base_url": str(self.openai_api_base)}, payload)
