@@ -60,7 +60,7 @@ from idealagent.looking.closer import LookCloser, choose_mode, has_detail, targe
 from idealagent.looking.views import Picture
 from idealagent.parsing import choice_letter
 from idealagent.roles import Outcome, RepeatedQuestionsError
-from idealagent.trace import DirectAnswer, Round, StopReason, SubQA, Trace, Verdict
+from idealagent.trace import DirectAnswer, Look, Round, StopReason, SubQA, Trace, Verdict
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -189,17 +189,16 @@ class Machine:
         if not closer.done:
             return events
         job.closer = None
-        self._read_look_answer(trace)
+        self._read_look_answer(trace, closer.answer_look())
         best = best_candidate(trace, self.settings)
         if best is not None and self._confident(best):
             return events + self._stop(job, "confident", best)
         return events + self._next_round(job)
 
-    def _read_look_answer(self, trace: Trace) -> None:
+    def _read_look_answer(self, trace: Trace, look: Look | None) -> None:
         """The main question's answer on the best view, read as the direct answer is: a candidate."""
         search = trace.search
-        look = search.looks[-1] if search is not None and search.looks else None
-        if search is None or look is None or look.kind != "answer" or look.error:
+        if search is None or look is None:
             return
         sample = trace.sample
         answer, index = read_direct_reply(sample.kind, sample.choices, look.reply)

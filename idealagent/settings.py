@@ -17,7 +17,7 @@ from idealagent.errors import InputError, SettingError
 
 StructuredMode = Literal["auto", "on", "off"]
 ZoomMode = Literal["auto", "on", "off"]
-LookMode = Literal["auto", "quadtree", "boxes", "grid"]
+LookMode = Literal["auto", "quadtree", "answers", "boxes", "grid"]
 
 
 def _setting(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
@@ -56,7 +56,8 @@ class AgentSettings(BaseModel):
         "question on the best view).", flag="--look-budget", ge=1, le=64)
     look_mode: LookMode = _setting(
         "auto", "How the search picks views: auto (by what the answerer offers: quadtree with yes/no "
-        "probabilities, else boxes named in text, else a grid), quadtree, boxes or grid.", flag="--look-mode")
+        "probabilities, else boxes named in text, else a grid), quadtree, answers (a quadtree scored by "
+        "the probability of each view's answer to the question), boxes or grid.", flag="--look-mode")
     calibration: Calibration = _setting(
         Calibration(), "How signals become the confidence the threshold applies to: a file from "
         "`idealagent calibrate`, default (a fixed combination) or stated (the reasoner's stated "

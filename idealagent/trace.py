@@ -180,7 +180,7 @@ class Round(BaseModel):
 
 
 LookKind = Literal["exists", "box", "describe", "answer"]
-SearchMode = Literal["quadtree", "boxes", "grid"]
+SearchMode = Literal["quadtree", "answers", "boxes", "grid"]
 
 
 class Look(BaseModel):
@@ -221,9 +221,11 @@ class Search(BaseModel):
         return len(self.looks)
 
     def evidence(self) -> list[Look]:
-        """The looks the reasoner is told about: answers and descriptions, and views found to hold the target."""
+        """The looks the questioner and reasoner are told about: the answer on the best view, the
+        descriptions, and views found to hold the target."""
         return [look for look in self.looks if not look.error and (
-            look.kind in ("answer", "describe") or (look.kind == "exists" and (look.p_yes or 0) >= 0.5))]
+            (look.kind == "answer" and look.box == self.best) or look.kind == "describe"
+            or (look.kind == "exists" and (look.p_yes or 0) >= 0.5))]
 
 
 class Usage(BaseModel):

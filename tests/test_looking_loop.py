@@ -225,3 +225,16 @@ def test_the_answer_on_the_closer_look_is_a_candidate_and_can_win(tmp_path, pipe
     assert looked.answer == "red" and looked.signals == {"answer_prob": 0.6} and looked.calibrated == 0.6
     assert trace.answer == "red" and trace.answer_source == "look" and trace.confidence == 0.6
     assert "(from a closer look)" in str(trace)
+
+
+def test_answers_mode_scores_views_by_their_answer_and_keeps_the_best(tmp_path):
+    answerer = SeeingAnswerer(Capabilities(logprobs=True))
+    agent, llm = agent_for(answerer, look_mode="answers", look_budget=8, calibration="default")
+    trace = agent.run(picture_file(tmp_path), "What color is the small square?")
+    search = trace.search
+    assert search.mode == "answers" and {look.kind for look in search.looks} == {"answer"}
+    assert search.calls <= 8 and Box(*search.best).overlap(SQUARE) > 0
+    # The best view's answer is the candidate (no extra call), and the only look the reasoner hears of.
+    assert search.answer.answer == "red" and search.answer.calibrated == 0.6
+    assert trace.answer == "red" and trace.answer_source == "look"
+    assert llm.calls[-1][-1].content.count("Zoomed in on") == 1

@@ -10,6 +10,10 @@ The mode follows what the answerer offers (``choose_mode``):
 - ``quadtree``: yes/no probabilities. "Is there a {target} in the image?" is asked of each view
   of a ZoomEye-style best-first quadtree (search.py), until a view is sure or the budget is
   spent; then the main question is asked of the most promising view.
+- ``answers``: the same quadtree, but each view is asked the main question itself and scored
+  by the probability of its answer (for an answerer whose yes/no replies carry no signal, such
+  as the ``tiny`` preset's 135M LLM, which says "no" to every "Is there...?"); the most
+  confident view's answer is the search's answer, with no further call.
 - ``boxes``: the answerer names where the target is, as a box in its own convention; a reply
   with no usable box is asked once more; the main question is then asked of that view.
 - ``grid``: neither. A grid of views, each described once (the answerer's ``caption``), which
@@ -125,9 +129,11 @@ class LookCloser:
         self._answered = False
         self._box_tries = 0
         whole_budget = budget - 1 if mode != "grid" and budget > 1 else budget  # keep a call for the answer
-        if mode == "quadtree":
-            self._views: QuadtreeSearch | GridSearch | None = QuadtreeSearch(
-                picture.size, whole_budget, min_side=want.min_side)
+        if mode == "answers":  # the views' own answers are the answer: no call kept back
+            self._views: QuadtreeSearch | GridSearch | None = QuadtreeSearch(picture.size, budget,
+                                                                             min_side=want.min_side)
+        elif mode == "quadtree":
+            self._views = QuadtreeSearch(picture.size, whole_budget, min_side=want.min_side)
         elif mode == "grid":
             self._views = GridSearch(picture.size, budget)
         else:
@@ -148,6 +154,14 @@ class LookCloser:
     def requests(self) -> list[LookRequest]:
         """What to ask now (one answerer call each, all in one batch); [] when done."""
         return list(self._pending)
+
+    def answer_look(self) -> Look | None:
+        """The look whose reply is the search's answer to the main question: the one asked of
+        the best view (``best``), if it was asked and answered."""
+        if self.search.best is None:
+            return None
+        return next((look for look in reversed(self.search.looks)
+                     if look.kind == "answer" and look.box == self.search.best and not look.error), None)
 
     def view(self, request: LookRequest) -> Any:
         """The image for ``request``: the whole loaded picture, or a view cut from the original."""
@@ -177,10 +191,14 @@ class LookCloser:
             look.error = f"{type(reply).__name__}: {one_line(reply)}"
         else:
             look.reply = text_of(reply)
+        if not look.error and request.kind != "exists":
+            look.probability = probability_of(reply)  # type: ignore[arg-type]
         if request.kind == "exists":
             look.p_yes = None if look.error else p_yes(reply)  # type: ignore[arg-type]
             if isinstance(self._views, QuadtreeSearch):
                 self._views.record(request.box, look.p_yes)
+        elif self.mode == "answers" and isinstance(self._views, QuadtreeSearch):
+            self._views.record(request.box, None, p_answer=look.probability or 0.0)
         elif request.kind == "describe" and isinstance(self._views, GridSearch):
             self._views.record(request.box, look.reply)
         elif request.kind == "box":
@@ -190,17 +208,27 @@ class LookCloser:
             if found is not None:
                 self._found = found
                 look.where = f"named {describe_box(found, self.picture.size)}"
-        if not look.error and request.kind != "exists":
-            look.probability = probability_of(reply)  # type: ignore[arg-type]
         return look
 
     # -- what to ask next -------------------------------------------------------------------------
 
     def _advance(self) -> None:
         room = self.budget - self.spent
-        if room <= 0 or self._answered:
+        if self._answered:
             return
-        if self.mode == "quadtree":
+        if self.mode == "answers":
+            assert isinstance(self._views, QuadtreeSearch)
+            boxes = self._views.next_views() if room > 0 else []
+            if boxes:
+                self._pending = [LookRequest(box, "answer", self.main_question) for box in boxes[:room]]
+                return
+            self._answered = True
+            best = max((look for look in self.search.looks if not look.error),
+                       key=lambda look: (look.probability or 0.0, look.depth), default=None)
+            self.search.best = best.box if best is not None else None
+        elif room <= 0:
+            return
+        elif self.mode == "quadtree":
             assert isinstance(self._views, QuadtreeSearch)
             boxes = self._views.next_views()
             if boxes:

@@ -143,6 +143,8 @@ class QuadtreeSearch:
         return max(self.looks, key=lambda look: (look.confidence(), look.depth))
 
     def _priority(self, look: Look) -> float:
+        if look.p_exists is None and look.p_latent is None and look.p_answer is not None:
+            return look.p_answer  # scored by how sure the view's answer to the question is
         exists = look.p_exists if look.p_exists is not None else 0.0
         if look.p_latent is None:
             return exists
