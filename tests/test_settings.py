@@ -46,7 +46,7 @@ def test_the_fingerprint_has_what_changes_answers_and_not_the_speed_knobs():
     assert fingerprint == {"max_rounds": 3, "confidence_threshold": 0.7, "max_sub_questions": 3,
                            "attempts": 3, "structured": "auto", "direct_answer": True,
                            "zoom": "auto", "look_budget": 9, "look_mode": "auto",
-                           "calibration": {"method": "default", "fits": {}, "fitted_on": {}},
+                           "calibration": {"method": "default", "fits": {}, "fitted_on": {}, "rounds": {}},
                            "votes": 0, "vote_temperature": 0.7}
     assert set(AgentSettings().record()) == set(AgentSettings.model_fields)
 
