@@ -45,8 +45,8 @@ LIKELIHOOD = ((0.7, "very likely"), (0.35, "probably"), (0.15, "maybe"))
 MIN_ALTERNATIVE = 0.05  # runner-up classes below this are not worth the LLM's attention
 MAX_ANSWER_WORDS = 8
 # Bumped whenever ``describe`` says something new, so cached replies to old descriptions are
-# not reused (2: the flat-coloured shape that stands out, shapes.py).
-DESCRIPTION_VERSION = 2
+# not reused (2: the flat-coloured shape that stands out, shapes.py; 3: said first).
+DESCRIPTION_VERSION = 3
 ANSWER_SCHEMA = {
     "title": "ShortAnswer",
     "type": "object",
@@ -229,9 +229,12 @@ def describe(images: Sequence[Image.Image], classifier: ImageNetClassifier, top_
     descriptions = []
     for image, g in zip(images, guesses):
         names, lab = _name_pixels(image)  # once per image: both colour summaries read it
-        text = f"{_say_guesses(g)} {_say_colours(_dominant(names, 3), _layout(names, lab))}"
         shape = say_shape(find_shape(*_palette_pixels(image, SHAPE_SIDE), COLOUR_NAMES))
-        descriptions.append(f"{text} {shape}" if shape else text)
+        layout = _layout(names, lab)
+        if shape:  # said first, and no other colour said to stand out: a small LLM reads the first it meets
+            layout = layout._replace(standout=None)
+        text = f"{_say_guesses(g)} {_say_colours(_dominant(names, 3), layout)}"
+        descriptions.append(f"{shape} {text}" if shape else text)
     return descriptions
 
 
