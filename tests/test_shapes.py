@@ -35,7 +35,7 @@ def test_a_plain_shape_is_found_with_its_colour_and_kind(kind, colour):
 
 
 def test_where_and_how_it_is_said():
-    found = shape_in(drawn("circle", "red", box=(150, 150, 170, 170)))
+    found = shape_in(drawn("circle", "red", box=(145, 145, 175, 175)))
     assert say_shape(found) == "A small red shape stands out at the bottom right; it looks like a circle."
     assert say_shape(None) == ""
 

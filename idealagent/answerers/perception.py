@@ -45,8 +45,8 @@ LIKELIHOOD = ((0.7, "very likely"), (0.35, "probably"), (0.15, "maybe"))
 MIN_ALTERNATIVE = 0.05  # runner-up classes below this are not worth the LLM's attention
 MAX_ANSWER_WORDS = 8
 # Bumped whenever ``describe`` says something new, so cached replies to old descriptions are
-# not reused (2: the flat-coloured shape that stands out, shapes.py; 3: said first).
-DESCRIPTION_VERSION = 3
+# not reused (2: the flat-coloured shape that stands out, shapes.py; 3: said first; 4: stricter).
+DESCRIPTION_VERSION = 4
 ANSWER_SCHEMA = {
     "title": "ShortAnswer",
     "type": "object",

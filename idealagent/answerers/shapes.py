@@ -3,7 +3,7 @@
 The ImageNet classifier knows no circles or triangles, and counting colours over a whole
 picture loses a small object among the background's pixels. This finds the one patch of a
 single flat colour (its pixels close to one of the palette's prototypes) that is compact,
-does not touch the picture's edge, covers between a few pixels and a quarter of the thumbnail,
+does not touch the picture's edge, covers between 0.8% and a quarter of the thumbnail,
 and differs clearly from what surrounds it; its fill of its bounding box says which shape it
 resembles (a rectangle fills it, a circle about 79%, a triangle about half).
 
@@ -20,8 +20,10 @@ from typing import NamedTuple
 import numpy as np
 
 SHAPE_SIDE = 96  # the thumbnail the shape is looked for on
-FLAT = 12.0  # a pixel this close (CIELAB distance) to a palette prototype has a flat, named colour
-MIN_AREA = 6  # thumbnail pixels: smaller is noise
+FLAT = 8.0  # a pixel this close (CIELAB distance) to a palette prototype has a flat, named colour
+# Of the thumbnail: smaller patches are a photo's eyes, holes and highlights more often than
+# objects (and a shape this small in a whole picture is for a closer look to find).
+MIN_SHARE = 0.008
 MAX_SHARE = 0.25  # a patch larger than this share of the thumbnail is background, not an object
 MIN_FILL = 0.35  # of its bounding box: thinner patches are strokes and outlines
 MIN_CONTRAST = 25.0  # CIELAB distance between the patch and the ring around it
@@ -59,7 +61,7 @@ def find_shape(names: np.ndarray, lab: np.ndarray, flatness: np.ndarray, colour_
         for index in range(1, count + 1):
             ys, xs = np.nonzero(labels == index)
             area = len(ys)
-            if area < MIN_AREA or area > MAX_SHARE * height * width:
+            if area < MIN_SHARE * height * width or area > MAX_SHARE * height * width:
                 continue
             y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
             if y0 == 0 or x0 == 0 or y1 == height or x1 == width:
