@@ -161,9 +161,11 @@ BUILTIN_PRESETS: dict[str, Preset] = {
             # Two tries per reply: constrained decoding makes replies parseable, and a greedy
             # 135M model that repeated itself once mostly repeats itself again. Its searches score
             # views by their answers: the 135M model says "no" to every "Is there...?" (p(yes)
-            # 0.34-0.52 on 32 views of the generated zoom set, objects in view or not).
+            # 0.34-0.52 on 32 views of the generated zoom set, objects in view or not). Seven looks
+            # (four views, then three of the best one's quarters) keep a searched sample within
+            # about 12 answerer calls with its rounds' sub-questions.
             settings={"max_rounds": 2, "max_sub_questions": 2, "confidence_threshold": 0.7, "attempts": 2,
-                      "look_mode": "answers"},
+                      "look_mode": "answers", "look_budget": 7},
             extra="tiny",
         ),
         Preset(

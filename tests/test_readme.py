@@ -36,7 +36,7 @@ def run(code: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return printed.getvalue()
 
 
-TRACE_LINE = re.compile(r"^'.+' → ('.+' at \d\.\d\d( \(the direct answer\)| \(from round \d+\))?|no answer) "
+TRACE_LINE = re.compile(r"^'.+' → ('.+' at \d\.\d\d( \(the direct answer\)| \(from a closer look\)| \(from round \d+\))?|no answer) "
                         r"after \d+ rounds?; \w+$")
 
 
