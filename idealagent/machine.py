@@ -38,7 +38,8 @@ never a calibration's prior, stops the loop early. Failures, by whose they are (
 - a service that is down: raised; the run stops.
 
 Each step is a ``StepSpec``: the model that serves it and its batched call (``calls.py``), and
-here, what its result means for one sample. The agent's drivers (agent.py) decide only when
+here, what its result means for one sample; ``candidates.py`` ranks the candidates and keeps
+the trace's accounts. The agent's drivers (agent.py) decide only when
 calls run: the pipelined and the lock-step loop drive this same machine.
 """
 
@@ -48,10 +49,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from idealagent import confidence
 from idealagent.answerers import Reply, probability_of, text_of, tokens_of
+from idealagent.candidates import Candidate, account, best_candidate, count_answerer_tokens, sub_answers
 from idealagent.direct import direct_question, read_direct_reply
 from idealagent.errors import IdealAgentError, ServiceDownError, failure_kind, one_line
 from idealagent.events import (DirectAnswered, Event, Looked, RoundAnswered, RoundAsked, RoundJudged, SampleFinished,
@@ -94,18 +96,6 @@ class Job:
     tries: int = 0  # infrastructure failures of the current step so far
     queued: bool = False  # waiting for, or in, a model call (the pipelined loop)
     closer: LookCloser | None = None  # the search, while the sample is looking closer
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A possible final answer: the direct answer, or a round's verdict."""
-
-    answer: str
-    confidence: float  # calibrated
-    measured: bool  # False: the confidence is only the calibration's prior (no signal)
-    source: Literal["direct", "look", "round"]
-    round: int | None = None
-    choice_index: int | None = None
 
 
 class Machine:
@@ -393,37 +383,6 @@ def steps_done(job: Job) -> int:
     return {Step.CAPTION: 0, Step.DIRECT: 1, Step.LOOK: 2}[job.step]
 
 
-def best_candidate(trace: Trace, settings: AgentSettings) -> Candidate | None:
-    """The candidate with the highest calibrated confidence (the later one on a tie); one whose
-    confidence is only the calibration's prior ranks below every measured one."""
-    found: list[tuple[bool, float, float, Candidate]] = []
-    direct = trace.direct
-    if direct is not None and direct.answer is not None:
-        value, measured = _calibrated(settings, "direct", direct.calibrated, direct.signals)
-        found.append((measured, value, 0, Candidate(direct.answer, value, measured, "direct", None,
-                                                    direct.choice_index)))
-    looked = trace.search.answer if trace.search is not None else None
-    if looked is not None and looked.answer is not None:
-        value, measured = _calibrated(settings, "direct", looked.calibrated, looked.signals)
-        found.append((measured, value, 0.5, Candidate(looked.answer, value, measured, "look", None,
-                                                    looked.choice_index)))
-    for round_ in trace.rounds:
-        verdict = round_.verdict
-        if verdict is not None and verdict.answer is not None:
-            value, measured = _calibrated(settings, "verdict", verdict.calibrated, verdict.signals)
-            found.append((measured, value, round_.index, Candidate(verdict.answer, value, measured, "round",
-                                                                   round_.index, verdict.choice_index)))
-    return max(found, key=lambda c: c[:3])[3] if found else None
-
-
-def _calibrated(settings: AgentSettings, kind: Literal["direct", "verdict"], value: float | None,
-                signals: dict[str, float]) -> tuple[float, bool]:
-    """(confidence, measured): the calibrated value, or the calibration's prior for ``kind``."""
-    if value is not None:
-        return value, settings.calibration.measures(kind, signals)
-    return settings.calibration.prior(kind), False
-
-
 def role_outcome(step: Step, result: Any) -> Outcome[Any] | None:
     """The LLM role's Outcome in a job's result (the questioner's, or the reasoner's verdict
     beside its votes); None for the answerer's steps."""
@@ -457,30 +416,6 @@ def down_error(step: Step | str, error: Exception) -> Exception:
         return error
     name = step.value if isinstance(step, Step) else step
     return ServiceDownError(f"{name} failed: {type(error).__name__}: {one_line(error)}")
-
-
-def account(trace: Trace, outcome: Outcome[Any], round_: Round | None = None) -> None:
-    """Add a role's model calls, tokens and (to its round) failures to the trace, and which
-    structured-output form its model took."""
-    if outcome.form:
-        trace.settings.setdefault("structured_form", {})[outcome.role] = outcome.form
-    if round_ is not None:
-        round_.failures += outcome.failures
-    trace.usage.llm_calls += outcome.calls
-    trace.usage.llm_input_tokens += outcome.input_tokens
-    trace.usage.llm_output_tokens += outcome.output_tokens
-
-
-def count_answerer_tokens(trace: Trace, answer: Reply) -> None:
-    """Add the answerer model's tokens behind ``answer`` (0 for a plain string) to the trace."""
-    input_tokens, output_tokens = tokens_of(answer)
-    trace.usage.answerer_input_tokens += input_tokens
-    trace.usage.answerer_output_tokens += output_tokens
-
-
-def sub_answers(trace: Trace) -> list[str]:
-    """Every sub-answer given so far."""
-    return [qa.answer for r in trace.rounds for qa in r.sub_qas if qa.answer]
 
 
 def direct_question_of(trace: Trace) -> str:
