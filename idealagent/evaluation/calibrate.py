@@ -29,8 +29,7 @@ def labelled_candidates(header: dict[str, Any], rows: Sequence[dict[str, Any]]) 
     examples: dict[CandidateKind, list[Example]] = {"direct": [], "verdict": []}
 
     def label(row: dict[str, Any], answer: str, choice_index: int | None) -> float:
-        return score(row["metric"], answer, choice_index, row.get("answers") or [], row.get("gold_index"),
-                     vqa_metric=vqa_metric)
+        return _label(row, answer, choice_index, vqa_metric)
 
     for row in rows:
         trace = row.get("trace") or {}
@@ -63,8 +62,7 @@ def round_records(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dic
             continue
 
         def right(answer: str | None, choice_index: int | None) -> bool:
-            return answer is not None and score(row["metric"], answer, choice_index, row.get("answers") or [],
-                                                row.get("gold_index"), vqa_metric=vqa_metric) > 0.5
+            return answer is not None and _label(row, answer, choice_index, vqa_metric) > 0.5
 
         direct = trace.get("direct") or {}
         looked = (trace.get("search") or {}).get("answer") or {}
@@ -80,6 +78,12 @@ def round_records(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dic
             fixed[index] = fixed.get(index, 0) + int(now and not before)
             before = before or now
     return {index: RoundRecord(reached=count, fixed=fixed[index]) for index, count in sorted(reached.items())}
+
+
+def _label(row: dict[str, Any], answer: str, choice_index: int | None, vqa_metric: str) -> float:
+    """A candidate's score against the row's gold answers, with the benchmark's metric."""
+    return score(row["metric"], answer, choice_index, row.get("answers") or [], row.get("gold_index"),
+                 vqa_metric=vqa_metric)
 
 
 def calibrate(paths: Sequence[Path], method: Method = "logistic", *, force: bool = False) -> Calibration:
