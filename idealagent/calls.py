@@ -64,10 +64,11 @@ def ask(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
 
 
 def answer(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
-    """The list of sub-answers (each a reply or a failure) of each job's current round."""
+    """The list of sub-answers (each a reply or a failure) of each job's current round; one
+    asked of a region (``SubQA.box``) sees the search's best view instead of the whole picture."""
     counts = [len(job.trace.rounds[-1].sub_qas) for job in jobs]
-    flat = answer_each(agent.answerer, [(job.image, qa.question) for job in jobs
-                                        for qa in job.trace.rounds[-1].sub_qas])
+    flat = answer_each(agent.answerer, [(job.focus if qa.box is not None and job.focus is not None else job.image,
+                                         qa.question) for job in jobs for qa in job.trace.rounds[-1].sub_qas])
     starts = [sum(counts[:i]) for i in range(len(counts))]
     return [flat[start : start + count] for start, count in zip(starts, counts)]
 

@@ -68,7 +68,7 @@ def round_panel(round_: Round, threshold: float) -> Panel:
     rows.add_column(style="bold cyan", no_wrap=True)
     rows.add_column()
     for qa in round_.sub_qas:
-        rows.add_row("Q", Text(qa.question))
+        rows.add_row("Q", Text(qa.question) + (Text(f"  (zoomed in: {qa.where})", style="dim") if qa.where else ""))
         if qa.error:
             rows.add_row("A", Text(f"failed: {qa.error}", style="red"))
         else:

@@ -58,7 +58,8 @@ from idealagent.direct import direct_question, read_direct_reply
 from idealagent.errors import IdealAgentError, ServiceDownError, failure_kind, one_line
 from idealagent.events import (DirectAnswered, Event, Looked, RoundAnswered, RoundAsked, RoundJudged, SampleFinished,
                                StepFailed)
-from idealagent.looking.closer import LookCloser, choose_mode, has_detail, target_of, view_size_of
+from idealagent.looking.boxes import Box, describe_box
+from idealagent.looking.closer import LookCloser, about_target, choose_mode, has_detail, target_of, view_size_of
 from idealagent.looking.views import Picture
 from idealagent.parsing import choice_letter
 from idealagent.roles import Outcome, RepeatedQuestionsError
@@ -96,6 +97,7 @@ class Job:
     tries: int = 0  # infrastructure failures of the current step so far
     queued: bool = False  # waiting for, or in, a model call (the pipelined loop)
     closer: LookCloser | None = None  # the search, while the sample is looking closer
+    focus: Image | None = None  # the view the search found best: sub-questions about the target see it
 
 
 class Machine:
@@ -178,7 +180,7 @@ class Machine:
         events: list[Event] = [Looked(trace, closer.record(replies))]
         if not closer.done:
             return events
-        job.closer = None
+        job.closer, job.focus = None, closer.focus
         self._read_look_answer(trace, closer.answer_look())
         best = best_candidate(trace, self.settings)
         if best is not None and self._confident(best):
@@ -227,10 +229,18 @@ class Machine:
             return self._finish(job, "no_new_questions" if repeated else "questioner_failed")
         index = len(trace.rounds) + 1
         round_ = Round(index=index, forced=index == self.settings.max_rounds, failures=list(outcome.failures),
-                       sub_qas=[SubQA(question=q) for q in outcome.value])
+                       sub_qas=[self._sub_qa(job, q) for q in outcome.value])
         trace.rounds.append(round_)
         job.step = Step.ANSWER
         return [RoundAsked(trace, round_)]
+
+    @staticmethod
+    def _sub_qa(job: Job, question: str) -> SubQA:
+        """A sub-question, asked of the search's best view when it is about the search's target."""
+        search = job.trace.search
+        if job.focus is None or search is None or search.best is None or not about_target(question, search.target):
+            return SubQA(question=question)
+        return SubQA(question=question, box=list(search.best), where=describe_box(Box(*search.best), search.size))
 
     def answered(self, job: Job, replies: list[Reply | Exception], seconds: float) -> list[Event]:
         """The sub-answers; one the answerer failed on is recorded as failed and left out of

@@ -99,6 +99,10 @@ class SubQA(BaseModel):
     question: str
     answer: str = ""
     error: str | None = None  # the answerer failed on it: no answer, and no evidence
+    # Asked of a region, not the whole picture: a sub-question about the search's target is
+    # answered on the view where the search found it (box in original pixels, and in words).
+    box: list[int] | None = None
+    where: str | None = None
 
 
 class Verdict(BaseModel):

@@ -17,7 +17,7 @@ from idealagent.answerers import Answer
 from idealagent.capabilities import Capabilities
 from idealagent.events import Looked
 from idealagent.looking import Box, ViewSize
-from idealagent.looking.closer import LookCloser, choose_mode, evidence_lines, has_detail, target_of
+from idealagent.looking.closer import LookCloser, about_target, choose_mode, evidence_lines, has_detail, target_of
 from idealagent.looking.views import Picture
 from idealagent.testing import ScriptedChatModel
 
@@ -238,3 +238,45 @@ def test_answers_mode_scores_views_by_their_answer_and_keeps_the_best(tmp_path):
     assert search.answer.answer == "red" and search.answer.calibrated == 0.6
     assert trace.answer == "red" and trace.answer_source == "look"
     assert llm.calls[-1][-1].content.count("Zoomed in on") == 1
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_sub_questions_about_the_target_are_answered_on_the_view_the_search_found(tmp_path, pipeline):
+    """"What color is the square?" sees the zoomed view (red); a question about something else
+    sees the whole picture, where the 60 px square is lost (white)."""
+    answerer = SeeingAnswerer(Capabilities(logprobs=True))
+    questions = json.dumps({"sub_questions": ["What color is the square?", "What color is the background?"]})
+    llm = ScriptedChatModel(replies=[questions, VERDICT] * 2)
+    agent = IdealAgent(llm, answerer, max_rounds=1, calibration="stated", pipeline=pipeline)
+    trace = agent.run(picture_file(tmp_path), "What color is the small square?")
+
+    about, other = trace.rounds[0].sub_qas
+    assert about.box == trace.search.best and Box(*about.box).contains(SQUARE)
+    assert about.where.startswith("lower right") and about.answer == "red"
+    assert other.box is None and other.where is None and other.answer == "white"
+    seen = {question: size for size, question in answerer.asked}
+    assert max(seen["What color is the square?"]) == 224  # the view, sized for the answerer
+    assert max(seen["What color is the background?"]) > 224  # the whole loaded picture
+    assert trace.usage.steps["answerer"] == 2  # one call each, as before
+    reasoner_prompt = llm.calls[-1][-1].content
+    assert f"What color is the square? (asked of the zoomed view, {about.where}) Answer: red" in reasoner_prompt
+    assert "What color is the background? Answer: white" in reasoner_prompt
+
+
+def test_without_a_search_sub_questions_see_the_whole_picture(tmp_path):
+    answerer = SeeingAnswerer(Capabilities(logprobs=True))
+    agent, _ = agent_for(answerer, zoom="off")
+    trace = agent.run(picture_file(tmp_path), "What color is the small square?")
+    assert trace.search is None and all(qa.box is None and qa.where is None for qa in trace.rounds[0].sub_qas)
+
+
+@pytest.mark.parametrize(("question", "target", "about"), [
+    ("What color is the square?", "small square", True),
+    ("Are the squares red?", "red square", True),
+    ("What shape is the object?", "small object", True),
+    ("What is the background?", "small square", False),
+    ("Is there a squared paper?", "small square", False),
+    ("What color is it?", "what color is it in this busy picture", False),  # no phrase: never routed
+])
+def test_about_target(question, target, about):
+    assert about_target(question, target) is about

@@ -111,6 +111,15 @@ def target_of(question: str) -> str:
     return text
 
 
+def about_target(question: str, target: str) -> bool:
+    """Whether a sub-question is about the search's target: it names the target's head noun
+    ("What shape is the object?" for "small object"; a plural counts)."""
+    words = re.findall(r"[a-z]+", target.lower())
+    if not words or len(words) > 4:  # no phrase stood out: the target is the whole question
+        return False
+    return re.search(rf"\b{re.escape(words[-1])}(?:s|es)?\b", question.lower()) is not None
+
+
 class LookCloser:
     """The search of one sample (see the module doc)."""
 
@@ -139,6 +148,7 @@ class LookCloser:
         else:
             self._views = None
         self._found: Box | None = None
+        self.focus: Any = None  # the best view's image, cut once the search is done (see ``record``)
         self._advance()
 
     @property
@@ -178,6 +188,8 @@ class LookCloser:
         self._pending = []
         self._advance()
         if self.done:
+            if self.search.best is not None:  # sub-questions about the target are answered on it
+                self.focus = self.picture.view(Box(*self.search.best), self.want)
             self.picture.release()
         return new
 
