@@ -24,7 +24,7 @@ from idealagent.answerers import Answerer
 from idealagent.capabilities import capabilities_of, check_models
 from idealagent.errors import IdealAgentError, InfrastructureError, ServiceDownError, one_line
 from idealagent.events import (Callback, DirectAnswered, Event, RoundAnswered, RoundAsked, RoundJudged, SampleFinished,
-                               StepFailed, emit)
+                               SampleStarted, StepFailed, emit)
 from idealagent.images import load_image
 from idealagent.machine import Job, Machine, Step, steps_done
 from idealagent.roles import Questioner, Reasoner
@@ -225,6 +225,7 @@ class IdealAgent:
                 events += emit([SampleFinished(job.trace)], callbacks)
             else:
                 active.append(job)
+                events += emit([SampleStarted(job.trace)], callbacks)
         return events
 
     def _start(self, sample: Sample, index: int) -> Job:

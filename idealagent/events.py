@@ -21,6 +21,14 @@ class Event:
 
 
 @dataclass(frozen=True)
+class SampleStarted(Event):
+    """The sample joined the agent's pool: its first model call is queued."""
+
+    def __str__(self) -> str:
+        return f"Started: {self.trace.sample.question}"
+
+
+@dataclass(frozen=True)
 class DirectAnswered(Event):
     """The answerer answered the main question itself (or failed to: ``direct.error``)."""
 

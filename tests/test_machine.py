@@ -244,3 +244,31 @@ def test_ctrl_c_stops_within_about_a_second_whatever_is_in_flight(tmp_path):
     code = process.wait(timeout=30)
     # Before daemon threads, the exit waited for the minute-long reply.
     assert code == 130 and seen < 1.5 and time.perf_counter() - interrupted < 5
+
+
+@LOOPS
+def test_progress_counts_every_sample_in_the_pool_from_its_first_call(red_image, pipeline):
+    """eval's "in flight" counts the pool from the start (SampleStarted), not from a sample's
+    first reported step, and the model calls made before it (the captions)."""
+    from idealagent.evaluation.runner import Progress
+    from idealagent.events import SampleStarted
+
+    def reply(messages):  # the reasoner's prompt lists the sub-answers; the questioner's does not yet
+        return verdict("red", 0.9) if "Sub-questions and answers" in messages[-1].content else sub_questions("Is it red?")
+
+    llm = ScriptedChatModel(replies=[reply] * 10)
+    agent = IdealAgent(llm, ScriptedAnswerer("red"), pipeline=pipeline, batch_size=3, **IDEALGPT_LOOP)
+    progress = Progress(total=5)
+    seen: list[tuple[type, int, int]] = []
+
+    def follow(event):
+        progress.observe(event)
+        seen.append((type(event), progress.in_flight, progress.calls))
+
+    traces = agent.run_batch([Sample(image=red_image, question=f"Is it red? ({n})") for n in range(5)],
+                             callbacks=[follow])
+    assert [kind for kind, _, _ in seen[:3]] == [SampleStarted] * 3 and seen[2][1] == 3
+    first = next(i for i, (kind, _, _) in enumerate(seen) if kind is RoundAsked)
+    assert seen[first][1] == 3 and seen[first][2] >= 2  # the pool, and a caption and a questioner call made
+    assert max(count for _, count, _ in seen) == 3 and seen[-1][1] == 0
+    assert sum(kind is SampleStarted for kind, _, _ in seen) == 5 and all(t.answer == "red" for t in traces)
