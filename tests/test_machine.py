@@ -18,7 +18,8 @@ from PIL import Image
 from idealagent import IdealAgent, Sample
 from idealagent.calibration import NO_DATA_PRIOR
 from idealagent.errors import InfrastructureError, InputError, ModelOutputError
-from idealagent.events import DirectAnswered, RoundAnswered, RoundAsked, RoundJudged, SampleFinished, StepFailed
+from idealagent.events import (DirectAnswered, RoundAnswered, RoundAsked, RoundJudged, SampleFinished, SampleStarted,
+                               StepFailed)
 from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatModel
 from idealagent.trace import Round, Trace
 from tests.conftest import sub_questions, verdict
@@ -181,7 +182,8 @@ def test_events_say_what_happened_in_order(red_image, pipeline):
     events = []
     agent = IdealAgent(llm, ScriptedAnswerer("yes"), pipeline=pipeline, calibration="stated")
     agent.run(red_image, "What colour is the image?", callbacks=[events.append])
-    assert [type(e) for e in events] == [DirectAnswered, RoundAsked, RoundAnswered, RoundJudged, SampleFinished]
+    assert [type(e) for e in events] == [SampleStarted, DirectAnswered, RoundAsked, RoundAnswered, RoundJudged,
+                                         SampleFinished]
     assert all(isinstance(str(e), str) and "\n" not in str(e) for e in events)
 
 
@@ -251,7 +253,6 @@ def test_progress_counts_every_sample_in_the_pool_from_its_first_call(red_image,
     """eval's "in flight" counts the pool from the start (SampleStarted), not from a sample's
     first reported step, and the model calls made before it (the captions)."""
     from idealagent.evaluation.runner import Progress
-    from idealagent.events import SampleStarted
 
     def reply(messages):  # the reasoner's prompt lists the sub-answers; the questioner's does not yet
         return verdict("red", 0.9) if "Sub-questions and answers" in messages[-1].content else sub_questions("Is it red?")
