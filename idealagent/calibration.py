@@ -134,6 +134,8 @@ class Calibration(BaseModel):
     @property
     def name(self) -> str:
         """How traces and reports name it: the method, and what a fitted one was fitted on."""
+        if self.fitted_on.get("shipped"):
+            return f"{self.method} (shipped: {self.fitted_on['shipped']})"
         files = self.fitted_on.get("files")
         return f"{self.method} ({', '.join(map(str, files))})" if files else self.method
 
@@ -160,9 +162,20 @@ class Calibration(BaseModel):
             raise InputError(f"{path}: invalid calibration file: {where}: {error['msg']}") from None
 
 
+# Calibrations fitted for the built-in presets ship in the package, by preset name; how each was
+# fitted (the command, the data, the figures) is in docs/benchmarks.md.
+SHIPPED_DIR = Path(__file__).parent / "calibrations"
+
+
+def shipped() -> list[str]:
+    """The names of the calibrations that ship with the package (``--calibration NAME``)."""
+    return sorted(path.stem for path in SHIPPED_DIR.glob("*.json"))
+
+
 def resolve(value: Any) -> Calibration:
     """A Calibration from a setting's value: a Calibration, its dict, ``None`` (the default),
-    the name of a built-in one (``default``, ``stated``) or a calibration file's path."""
+    the name of a built-in one (``default``, ``stated``), of a shipped one (``tiny``) or a
+    calibration file's path."""
     if value is None:
         return Calibration()
     if isinstance(value, Calibration):
@@ -172,9 +185,12 @@ def resolve(value: Any) -> Calibration:
     if isinstance(value, (str, Path)):
         if str(value) in ("default", "stated"):
             return Calibration(method=str(value))  # type: ignore[arg-type]
+        if isinstance(value, str) and value in shipped():
+            return Calibration.load(SHIPPED_DIR / f"{value}.json")
         if not Path(value).is_file():
+            names = ", ".join(["default", "stated", *shipped()])
             raise InputError(f"no calibration file {value}; give a file `idealagent calibrate` wrote, "
-                             "or default, or stated")
+                             f"or one of {names}")
         return Calibration.load(value)
     raise InputError(f"a calibration is a file path, default or stated, not {type(value).__name__}")
 

@@ -60,8 +60,9 @@ class AgentSettings(BaseModel):
         "the probability of each view's answer to the question), boxes or grid.", flag="--look-mode")
     calibration: Calibration = _setting(
         Calibration(), "How signals become the confidence the threshold applies to: a file from "
-        "`idealagent calibrate`, default (a fixed combination) or stated (the reasoner's stated "
-        "confidence alone).", flag="--calibration", metavar="FILE|default|stated")
+        "`idealagent calibrate`, default (a fixed combination), stated (the reasoner's stated "
+        "confidence alone), or tiny (shipped: fitted for the tiny preset, its default).",
+        flag="--calibration", metavar="FILE|default|stated|tiny")
     votes: int = _setting(0, "Sample the reasoner this many more times (at the vote temperature); the "
                           "share agreeing with its answer is a signal.", flag="--votes", ge=0, le=16)
     vote_temperature: float = _setting(0.7, "Sampling temperature of the --votes replies.",
