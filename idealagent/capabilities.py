@@ -46,6 +46,12 @@ def capabilities_of(model: Any) -> Capabilities:
     declared = getattr(model, "capabilities", None)
     if isinstance(declared, Capabilities):
         return declared
+    return read_capabilities(model)
+
+
+def read_capabilities(model: Any) -> Capabilities:
+    """What a model that declares nothing is taken to do, from what it has: a ``temperature``
+    field, a ``max_concurrency``, ``with_structured_output``; never images (a text model)."""
     fields = getattr(type(model), "model_fields", {})
     concurrency = getattr(model, "max_concurrency", None)
     return Capabilities(

@@ -6,6 +6,7 @@ Exported for users' own tests too. Nothing here touches a real model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from idealagent.capabilities import Capabilities
+from idealagent.capabilities import Capabilities, read_capabilities
 
 Reply = str | Exception | Callable[[list[BaseMessage]], str]
 
@@ -48,9 +49,10 @@ class ScriptedChatModel(BaseChatModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        """What a chat model with these fields is read as, and whether it takes images."""
-        return Capabilities(temperature=True, structured="json_schema", images=self.images > 0,
-                            images_per_request=max(self.images, 1))
+        """What a chat model with these fields is read as (a subclass's ``max_concurrency``
+        included), and whether it takes images."""
+        return dataclasses.replace(read_capabilities(self), images=self.images > 0,
+                                   images_per_request=max(self.images, 1))
 
     def queue(self, *replies: Reply) -> None:
         """Append more replies."""
