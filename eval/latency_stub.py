@@ -79,7 +79,7 @@ class LatencyStub:
         latency = min(self.median * math.exp(self.sigma * draw.gauss(0.0, 1.0)), self.max_latency)
         text = _text(body)
         system = _system(body)
-        if _has_image(body):
+        if _has_image(body) and not system:  # a questioner or reasoner that sees has a system prompt
             return "vlm", latency, "A small red shape." if "Describe" in text else "red"
         if "sub_questions" in system:
             # One or two sub-questions, so that about half of all requests go to each server.

@@ -30,6 +30,7 @@ from idealagent.machine import Job, Machine, Step, steps_done
 from idealagent.roles import Questioner, Reasoner
 from idealagent.scheduler import Lane, Pipeline, Queue
 from idealagent.settings import AgentSettings
+from idealagent.sight import ROLES, sees
 from idealagent.trace import DirectAnswer, Round, Sample, TaskKind, Trace
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ class IdealAgent:
         self.reasoner = Reasoner(reasoner_llm or llm, **options)
         check_models(self.settings, answerer=answerer, questioner=self.questioner.caller.llm,
                      reasoner=self.reasoner.caller.llm)
+        # Whether each role is shown the picture (roles_see: auto, where its model takes images).
+        self.roles_seeing = {role: sees(self.settings.roles_see, getattr(self, role).caller.llm) for role in ROLES}
 
     @property
     def record(self) -> dict[str, Any]:

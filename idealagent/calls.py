@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from idealagent.answerers import answer_each, caption_each
 from idealagent.machine import Job, Step, direct_question_of, down_error
+from idealagent.sight import sights_for
 
 if TYPE_CHECKING:
     from idealagent.agent import IdealAgent
@@ -60,7 +61,7 @@ def look(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
 
 def ask(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
     """The questioner's Outcome (new sub-questions, or why none) per job."""
-    return agent.questioner.ask([job.trace for job in jobs])
+    return agent.questioner.ask([job.trace for job in jobs], sights_for(agent, "questioner", jobs))
 
 
 def answer(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
@@ -76,9 +77,10 @@ def answer(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
 def judge(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
     """(the reasoner's Outcome, the ``--votes`` Outcomes or None) per job."""
     traces, final = [job.trace for job in jobs], [job.trace.rounds[-1].forced for job in jobs]
-    verdicts = agent.reasoner.judge(traces, final)
+    sights = sights_for(agent, "reasoner", jobs)
+    verdicts = agent.reasoner.judge(traces, final, sights)
     votes = agent.settings.votes
-    samples = agent.reasoner.vote(traces, final, votes, agent.settings.vote_temperature) if votes else None
+    samples = agent.reasoner.vote(traces, final, votes, agent.settings.vote_temperature, sights) if votes else None
     return [(verdict, samples[i] if samples else None) for i, verdict in enumerate(verdicts)]
 
 

@@ -64,6 +64,8 @@ def account(trace: Trace, outcome: Outcome[Any], round_: Round | None = None) ->
     structured-output form its model took."""
     if outcome.form:
         trace.settings.setdefault("structured_form", {})[outcome.role] = outcome.form
+    if outcome.shown:
+        trace.shown[outcome.role] = outcome.shown
     if round_ is not None:
         round_.failures += outcome.failures
     trace.usage.llm_calls += outcome.calls

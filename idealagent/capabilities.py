@@ -29,7 +29,10 @@ class Capabilities:
     logprobs: bool | None = None
     temperature: bool = False  # it can sample at a temperature set per copy (needed by --votes)
     concurrency: int | None = None  # requests it may have in flight (a server); None: a local model
-    images_per_request: int = 1  # images one answerer request may carry
+    images_per_request: int = 1  # images one request may carry (an answerer's question; a chat model's messages)
+    # A chat model whose messages may carry images (a VLM): with ``roles_see`` auto, the
+    # questioner and reasoner it serves are shown the picture (sight.py). A text LLM: False.
+    images: bool = False
     # How it gives a validated JSON reply: a server's json_schema, our local grammar, a server
     # whose form is found by its first request ("probe"), or none (the tolerant text parsers).
     structured: Structured = "none"
@@ -43,6 +46,12 @@ def capabilities_of(model: Any) -> Capabilities:
     declared = getattr(model, "capabilities", None)
     if isinstance(declared, Capabilities):
         return declared
+    return read_capabilities(model)
+
+
+def read_capabilities(model: Any) -> Capabilities:
+    """What a model that declares nothing is taken to do, from what it has: a ``temperature``
+    field, a ``max_concurrency``, ``with_structured_output``; never images (a text model)."""
     fields = getattr(type(model), "model_fields", {})
     concurrency = getattr(model, "max_concurrency", None)
     return Capabilities(
@@ -57,3 +66,8 @@ def check_models(settings: AgentSettings, *, answerer: Any, questioner: Any, rea
     if settings.votes and not capabilities_of(reasoner).temperature:
         raise InputError(f"--votes {settings.votes} needs a reasoner model that can sample at a temperature; "
                          f"{type(reasoner).__name__} cannot (use --votes 0)")
+    if settings.roles_see == "on":
+        for role, model in (("questioner", questioner), ("reasoner", reasoner)):
+            if not capabilities_of(model).images:
+                raise InputError(f"--roles-see on needs questioner and reasoner models that take images; the "
+                                 f"{role}'s {type(model).__name__} does not (use --roles-see auto or off)")

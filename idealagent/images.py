@@ -20,6 +20,7 @@ byte); at most ``MAX_DOWNLOAD_BYTES``, checked while the body streams in. Tests 
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import math
@@ -30,7 +31,7 @@ import urllib.parse
 import urllib.request
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
@@ -145,6 +146,29 @@ def _what_it_is(data: bytes) -> str:
         return "an HTML page"
     printable = sum(32 <= byte < 127 or byte in b"\t\n\r" for byte in head)
     return "text" if head and printable > 0.95 * len(head) else "an unknown format"
+
+
+def encode_image(image: Image.Image, image_format: Literal["jpeg", "png"] = "jpeg", quality: int = 90) -> str:
+    """A ``data:image/...;base64,`` URI of ``image`` (RGB; PNG is lossless, JPEG smaller): how
+    an image travels to a model server, and in a chat message's image block."""
+    buffer = io.BytesIO()
+    rgb = image.convert("RGB")
+    if image_format == "png":
+        rgb.save(buffer, format="PNG")
+    else:
+        rgb.save(buffer, format="JPEG", quality=quality)
+    return f"data:image/{image_format};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+def decode_base64_image(data: str) -> Image.Image:
+    """The RGB image in base64 ``data`` (an image block's bytes, or a ``data:`` URI)."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as image:
+            return image.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is this image's problem only
+        raise ImageError(f"an image block that is not an image: {_decode_problem(exc)}") from exc
 
 
 def _normalise(image: Image.Image, *, reduce_at_decode: bool, limit: int | None = None) -> Image.Image:

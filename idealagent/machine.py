@@ -98,6 +98,7 @@ class Job:
     queued: bool = False  # waiting for, or in, a model call (the pipelined loop)
     closer: LookCloser | None = None  # the search, while the sample is looking closer
     focus: Image | None = None  # the view the search found best: sub-questions about the target see it
+    sights: dict[str, Any] = field(default_factory=dict)  # what each seeing role is shown (sight.py), made once
 
 
 class Machine:

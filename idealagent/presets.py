@@ -106,15 +106,18 @@ def _build_openai(vlm: str | None = None, llm: str | None = None) -> dict[str, A
 
 def build_openai_preset(*, llm_model: str | None = None, vlm_model: str | None = None) -> dict[str, Any]:
     """The ``openai`` preset's models: the LLM asks and judges, the VLM answers. A model name
-    given here replaces the one in ``IDEALAGENT_{LLM,VLM}_MODEL`` (the CLI's --llm/--vlm)."""
+    given here replaces the one in ``IDEALAGENT_{LLM,VLM}_MODEL`` (the CLI's --llm/--vlm).
+    Where one VLM serves every role (the same server and model), the questioner and reasoner
+    may be shown the picture and ``SERVED_VLM_IMAGES - 1`` views (sight.py)."""
     from idealagent.answerers.openai import OpenAIAnswerer
     from idealagent.endpoints import LLM_PREFIX, VLM_PREFIX
     from idealagent.llms.openai import chat_model_from_env
 
-    return {
-        "llm": chat_model_from_env(LLM_PREFIX, **({"model": llm_model} if llm_model else {})),
-        "answerer": OpenAIAnswerer.from_env(VLM_PREFIX, **({"model": vlm_model} if vlm_model else {})),
-    }
+    llm = chat_model_from_env(LLM_PREFIX, **({"model": llm_model} if llm_model else {}))
+    answerer = OpenAIAnswerer.from_env(VLM_PREFIX, **({"model": vlm_model} if vlm_model else {}))
+    if (str(llm.openai_api_base).rstrip("/"), llm.model_name) == (answerer.base_url.rstrip("/"), answerer.model):
+        llm = llm.model_copy(update={"images_per_request": SERVED_VLM_IMAGES})
+    return {"llm": llm, "answerer": answerer}
 
 
 def _openai_models(vlm: str | None = None, llm: str | None = None) -> dict[str, str]:
@@ -141,6 +144,11 @@ def _warn_without_gpu(name: str) -> None:
     if not torch.cuda.is_available():
         log.warning("no CUDA GPU: %s will run in float32 on the CPU, which is very slow", name)
 
+
+# Images one request to a served VLM that also asks and judges carries at most: the picture and two
+# views. A server that takes fewer images a prompt (vLLM's --limit-mm-per-prompt) needs
+# --roles-see off.
+SERVED_VLM_IMAGES = 3
 
 # Loop settings for models that can follow the prompts: IdealGPT's four rounds, batches sized
 # for a GPU.

@@ -28,8 +28,9 @@ from idealagent.errors import InputError, ModelOutputError, failure_kind, one_li
 from idealagent.looking.closer import evidence_lines
 from idealagent.prompts import PromptSpec, load_prompt
 from idealagent.settings import StructuredMode
+from idealagent.sight import Sight, attach_all, record_shown, sight_vars
 from idealagent.structured import AdaptiveStructured, FormProbe, needs_probe, probe_for
-from idealagent.trace import Failure, Trace, Verdict
+from idealagent.trace import Failure, Shown, Trace, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Outcome(Generic[T]):
     infra_error: Exception | None = None
     form: str | None = None  # the structured-output form the role's model took (StructuredCaller.form)
     role: str = ""  # whose: questioner or reasoner
+    shown: list[Shown] = field(default_factory=list)  # the images its model was shown (sight.py)
 
 
 class _Pending(Exception):
@@ -249,22 +251,24 @@ class Questioner:
             "required": ["sub_questions"],
         }
 
-    def ask(self, traces: Sequence[Trace]) -> list[Outcome[list[str]]]:
-        """New sub-questions for each trace, given everything it has seen so far."""
+    def ask(self, traces: Sequence[Trace], sights: Sequence[Sight | None] | None = None) -> list[Outcome[list[str]]]:
+        """New sub-questions for each trace, given everything it has seen so far; ``sights``:
+        the images shown with each (sight.py), None for a blind questioner."""
         conversations = []
-        for trace in traces:
+        for i, trace in enumerate(traces):
             verdict = trace.last_verdict
             conversations.append(
                 self.prompt.render(
                     trace.sample.kind,
                     **_prompt_vars(trace),
+                    **sight_vars(sights, i),
                     analysis=verdict.analysis if verdict else "",
                     max_sub_questions=self.max_sub_questions,
                 )
             )
         schema = self.schema()
         parsers = [self._parser(trace) for trace in traces]
-        return self.caller(conversations, [schema] * len(traces), parsers)
+        return record_shown(self.caller(attach_all(conversations, sights), [schema] * len(traces), parsers), sights)
 
     def _parser(self, trace: Trace) -> Callable[[dict[str, Any] | None, str], list[str]]:
         asked = {parsing.normalize_question(q) for q in trace.sub_questions}
@@ -337,12 +341,14 @@ class Reasoner:
             "required": ["analysis", "answer", "confidence"],
         }
 
-    def judge(self, traces: Sequence[Trace], final: Sequence[bool]) -> list[Outcome[Verdict]]:
-        """A verdict for each trace; ``final[i]`` forces sample i to commit to an answer."""
-        return self.caller(*self._requests(traces, final))
+    def judge(self, traces: Sequence[Trace], final: Sequence[bool],
+              sights: Sequence[Sight | None] | None = None) -> list[Outcome[Verdict]]:
+        """A verdict for each trace; ``final[i]`` forces sample i to commit to an answer;
+        ``sights``: the images shown with each (sight.py), None for a blind reasoner."""
+        return record_shown(self.caller(*self._requests(traces, final, sights)), sights)
 
     def vote(self, traces: Sequence[Trace], final: Sequence[bool], votes: int,
-             temperature: float) -> list[list[Outcome[Verdict]]]:
+             temperature: float, sights: Sequence[Sight | None] | None = None) -> list[list[Outcome[Verdict]]]:
         """``votes`` more verdicts per trace, sampled at ``temperature`` (one try each): their
         agreement with the verdict is the self-consistency signal."""
         llm = self.caller.llm
@@ -352,16 +358,20 @@ class Reasoner:
             self._sampler = StructuredCaller(llm.model_copy(update={"temperature": temperature}), "reasoner",
                                              attempts=1, structured=self.caller.structured,
                                              prompts_dir=self.prompts_dir)
-        outcomes = self._sampler(*self._requests([t for t in traces for _ in range(votes)],
-                                                 [f for f in final for _ in range(votes)]))
+        each = [s for s in sights for _ in range(votes)] if sights is not None else None
+        requests = self._requests([t for t in traces for _ in range(votes)],
+                                  [f for f in final for _ in range(votes)], each)
+        outcomes = record_shown(self._sampler(*requests), each)
         return [outcomes[i * votes : (i + 1) * votes] for i in range(len(traces))]
 
-    def _requests(self, traces: Sequence[Trace], final: Sequence[bool]) -> tuple[
-            list[list[BaseMessage]], list[dict[str, Any]], list[Callable[[dict[str, Any] | None, str], Verdict]]]:
+    def _requests(self, traces: Sequence[Trace], final: Sequence[bool], sights: Sequence[Sight | None] | None
+                  ) -> tuple[list[list[BaseMessage]], list[dict[str, Any]],
+                             list[Callable[[dict[str, Any] | None, str], Verdict]]]:
         """The conversations, schemas and parsers of a verdict for each trace (``judge`` and
-        ``vote`` send the same requests)."""
-        conversations = [self.prompt.render(trace.sample.kind, **_prompt_vars(trace), final=is_final)
-                         for trace, is_final in zip(traces, final)]
+        ``vote`` send the same requests); ``sights``: the images shown with each, if it sees."""
+        conversations = [self.prompt.render(trace.sample.kind, **_prompt_vars(trace), **sight_vars(sights, i),
+                                            final=is_final) for i, (trace, is_final) in enumerate(zip(traces, final))]
+        conversations = attach_all(conversations, sights)
         schemas = [self.schema(trace) for trace in traces]
         parsers = [self._parser(trace, is_final) for trace, is_final in zip(traces, final)]
         return conversations, schemas, parsers

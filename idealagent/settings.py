@@ -18,6 +18,7 @@ from idealagent.errors import InputError, SettingError
 StructuredMode = Literal["auto", "on", "off"]
 ZoomMode = Literal["auto", "on", "off"]
 LookMode = Literal["auto", "quadtree", "answers", "boxes", "grid"]
+RolesSeeMode = Literal["auto", "on", "off"]
 
 
 def _setting(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
@@ -58,6 +59,10 @@ class AgentSettings(BaseModel):
         "auto", "How the search picks views: auto (by what the answerer offers: quadtree with yes/no "
         "probabilities, else boxes named in text, else a grid), quadtree, answers (a quadtree scored by "
         "the probability of each view's answer to the question), boxes or grid.", flag="--look-mode")
+    roles_see: RolesSeeMode = _setting(
+        "auto", "Show the questioner and the reasoner the picture, and the reasoner the views the search "
+        "looked at: auto (for a role whose model takes images, a VLM), on (refused for a text model), off "
+        "(blind roles, as IdealGPT's).", flag="--roles-see")
     calibration: Calibration = _setting(
         Calibration(), "How signals become the confidence the threshold applies to: a file from "
         "`idealagent calibrate`, default (a fixed combination), stated (the reasoner's stated "

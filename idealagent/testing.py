@@ -6,6 +6,7 @@ Exported for users' own tests too. Nothing here touches a real model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -15,6 +16,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
+
+from idealagent.capabilities import Capabilities, read_capabilities
 
 Reply = str | Exception | Callable[[list[BaseMessage]], str]
 
@@ -34,12 +37,22 @@ class ScriptedChatModel(BaseChatModel):
 
     replies: list[Any] = Field(default_factory=list)
     temperature: float = 0.0  # not used: there so that the agent's --votes can sample from it
+    # Images a conversation may carry: 0 plays a text LLM (blind roles); above 0 a VLM, so the
+    # roles it serves are shown the picture (roles_see auto) and the reasoner that many - 1 views.
+    images: int = 0
     _queue: deque[Reply] = PrivateAttr()
     calls: list[list[BaseMessage]] = Field(default_factory=list)  # every conversation seen
     batches: list[int] = Field(default_factory=list)  # the size of every batch call
 
     def model_post_init(self, context: Any) -> None:
         self._queue = deque(self.replies)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What a chat model with these fields is read as (a subclass's ``max_concurrency``
+        included), and whether it takes images."""
+        return dataclasses.replace(read_capabilities(self), images=self.images > 0,
+                                   images_per_request=max(self.images, 1))
 
     def queue(self, *replies: Reply) -> None:
         """Append more replies."""
@@ -63,7 +76,7 @@ class ScriptedChatModel(BaseChatModel):
         if isinstance(reply, Exception):
             raise reply
         text = reply(messages) if callable(reply) else reply
-        words = sum(len(str(m.content).split()) for m in messages)
+        words = sum(len(m.text.split()) for m in messages)  # an image block is not words
         usage = {"input_tokens": words, "output_tokens": len(text.split()), "total_tokens": words + len(text.split())}
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text, usage_metadata=usage))])
 

@@ -232,6 +232,14 @@ class Search(BaseModel):
             or (look.kind == "exists" and (look.p_yes or 0) >= 0.5))]
 
 
+class Shown(BaseModel):
+    """An image a questioner or reasoner was shown beside its prompt (settings ``roles_see``)."""
+
+    box: list[int]  # [x0, y0, x1, y1] in the original picture's pixels; the whole picture for the picture
+    where: str = ""  # a view's place in words, as its prompt named it ("" for the whole picture)
+    size: list[int]  # the (width, height) it was sent at
+
+
 class Usage(BaseModel):
     """Model calls and tokens spent on one sample.
 
@@ -274,6 +282,9 @@ class Trace(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     latency_s: float = 0.0  # wall time from the sample joining the batch to its end
     usage: Usage = Field(default_factory=Usage)
+    # The images each role's model was shown beside its prompt, by role (questioner, reasoner):
+    # the picture first, then the views looked at; no entry for a role that was blind.
+    shown: dict[str, list[Shown]] = Field(default_factory=dict)
     # The loop settings this trace ran under (max_rounds, confidence_threshold, ...).
     settings: dict[str, Any] = Field(default_factory=dict)
 

@@ -45,7 +45,7 @@ def test_the_fingerprint_has_what_changes_answers_and_not_the_speed_knobs():
     fingerprint = AgentSettings(batch_size=32, infra_retries=0).fingerprint()
     assert fingerprint == {"max_rounds": 3, "confidence_threshold": 0.7, "max_sub_questions": 3,
                            "attempts": 3, "structured": "auto", "direct_answer": True,
-                           "zoom": "auto", "look_budget": 9, "look_mode": "auto",
+                           "zoom": "auto", "look_budget": 9, "look_mode": "auto", "roles_see": "auto",
                            "calibration": {"method": "default", "fits": {}, "fitted_on": {}, "rounds": {}},
                            "votes": 0, "vote_temperature": 0.7}
     assert set(AgentSettings().record()) == set(AgentSettings.model_fields)
@@ -60,6 +60,7 @@ def test_every_flag_names_a_setting():
     assert FIELD_FLAGS == {"max_rounds": "--max-rounds", "confidence_threshold": "--threshold",
                            "max_sub_questions": "--max-sub-questions", "structured": "--structured",
                            "direct_answer": "--direct-answer/--no-direct-answer", "zoom": "--zoom",
-                           "look_budget": "--look-budget", "look_mode": "--look-mode", "calibration": "--calibration",
+                           "look_budget": "--look-budget", "look_mode": "--look-mode", "roles_see": "--roles-see",
+                           "calibration": "--calibration",
                            "votes": "--votes", "vote_temperature": "--vote-temperature",
                            "cache": "--cache/--no-cache"}

@@ -25,20 +25,26 @@ FAST = {"retry_initial_wait": 0.01, "retry_max_wait": 0.02}
 QUESTION = "What colour is the object?"
 
 
+def is_role(body: dict) -> bool:
+    """Not the answerer's request (prompts/vlm_answerer.yaml): a questioner's or reasoner's,
+    which may carry the picture too where one VLM serves every role (--roles-see auto)."""
+    text = text_of(body)
+    return not (text.startswith("Describe the image") or text.endswith("with a single word or phrase."))
+
+
 def endpoint(body: dict) -> str:
     """One server for every role; the LLM's replies do not depend on the form it was asked in."""
-    if any(isinstance(m["content"], list) for m in body["messages"]):  # the answerer: image parts
+    if not is_role(body):  # the answerer: the image and its prompt's text
         return "A red square." if text_of(body).startswith("Describe") else "red"
     if body["messages"][0]["content"].startswith("You help answer"):  # the questioner
         return json.dumps({"sub_questions": [QUESTION]})
-    answer = "yes" if "Is the object red?" in body["messages"][-1]["content"] else "red"
+    answer = "yes" if "Is the object red?" in text_of({"messages": body["messages"][-1:]}) else "red"
     return json.dumps({"analysis": "The assistant saw red.", "answer": answer, "confidence": 0.9})
 
 
 def llm_forms(stub: StubServer) -> Counter:
     """How many questioner/reasoner requests came in each form (None: no response_format)."""
-    return Counter(format_of(b) for b in stub.requests if not any(isinstance(m["content"], list)
-                                                                   for m in b["messages"]))
+    return Counter(format_of(b) for b in stub.requests if is_role(b))
 
 
 def endpoint_model(stub: StubServer):
@@ -160,6 +166,8 @@ def test_the_cli_with_auto_completes_against_a_server_without_json_schema(monkey
     assert trace["answer"] == "red" and trace["stop_reason"] == "confident"
     assert trace["settings"]["structured"] == "auto"
     assert forms == Counter({"json_schema": 1, "json_object": 2})  # one refusal, then two calls
+    # One VLM serves every role, so the questioner and the reasoner were shown the picture.
+    assert set(trace["shown"]) == {"questioner", "reasoner"}
 
 
 def test_the_cli_trace_settings_record_the_form(monkeypatch):

@@ -18,24 +18,6 @@ from tests.tiny_vlms import BUILDERS
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="session")
-def vlm_dir(tmp_path_factory):
-    """Build each architecture once per session, on first use."""
-    built: dict[str, object] = {}
-
-    def get(arch: str):
-        if arch not in built:
-            built[arch] = BUILDERS[arch](tmp_path_factory.mktemp(arch))
-        return built[arch]
-
-    return get
-
-
-@pytest.fixture(scope="session")
-def qwen(vlm_dir):
-    return TransformersAnswerer.from_pretrained(vlm_dir("qwen2_vl"), max_new_tokens=6)
-
-
 @pytest.fixture
 def images():
     return Image.new("RGB", (40, 30), "red"), Image.new("RGB", (60, 30), "blue")

@@ -23,8 +23,6 @@ Configuration from the environment: ``OpenAIAnswerer.from_env()`` reads ``IDEALA
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import threading
@@ -40,6 +38,7 @@ from idealagent.confidence import TokenLogprob, answer_probability, logprobs_con
 from idealagent.endpoints import (LOCAL_API_KEY, VLM_PREFIX, Endpoint, LogprobsSwitch, endpoint_from_env, redact_url,
                                   untyped_messages)
 from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind, one_line
+from idealagent.images import encode_image
 from idealagent.limits import AdaptiveLimit
 from idealagent.prompts import load_prompt
 from idealagent.threads import DaemonPool
@@ -270,14 +269,3 @@ def reply_answer(response: Any, describe: str) -> Completed:
 
 def _count(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
-
-
-def encode_image(image: Image, image_format: Literal["jpeg", "png"] = "jpeg", quality: int = 90) -> str:
-    """A ``data:image/...;base64,`` URI of ``image`` (RGB; PNG is lossless, JPEG smaller)."""
-    buffer = io.BytesIO()
-    rgb = image.convert("RGB")
-    if image_format == "png":
-        rgb.save(buffer, format="PNG")
-    else:
-        rgb.save(buffer, format="JPEG", quality=quality)
-    return f"data:image/{image_format};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"

@@ -9,8 +9,8 @@ into rows would need per-architecture code (Qwen's mrope positions come from the
 answer's ``probability`` is the product of its tokens' probabilities under the model's raw
 logits (``llms.logprobs.TokenLogprobs``); captions have none.
 
-``chat_model()`` serves the questioner and reasoner from the same weights (``LocalChatModel``
-with text-only turns), so one loaded model can play every role.
+``chat_model()`` serves the questioner and reasoner from the same weights and processor
+(``LocalChatModel``, whose turns may carry the picture), so one loaded model can play every role.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from idealagent.answerers import Answer, raise_first
-from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor
+from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor, model_inputs
 from idealagent.capabilities import Capabilities
 from idealagent.confidence import TokenLogprob, answer_probability
 from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
-from idealagent.llms.local import SHARED_LOAD_KWARGS, load_failure_message, quiet_loading
+from idealagent.llms.loading import SHARED_LOAD_KWARGS, load_failure_message, quiet_loading
 from idealagent.llms.logprobs import raw_logprob_processors, token_pieces
 from idealagent.parsing import short_answer
 from idealagent.prompts import load_prompt
@@ -151,7 +151,8 @@ class TransformersAnswerer:
                 "prompt": self.prompt.model_dump(mode="json"), "chat_template": self._chat_template}
 
     def chat_model(self, **overrides: Any) -> LocalChatModel:
-        """A LangChain chat model over these same weights (no copy), for the text-only roles.
+        """A LangChain chat model over these same weights (no copy) and processor, for the
+        questioner and reasoner: it takes images too, so those roles may see (sight.py).
 
         The shared-prefix KV cache is off by default: Qwen-VL models derive 3-D (mrope)
         positions from the whole prompt, which a prefilled prefix would bypass.
@@ -159,8 +160,9 @@ class TransformersAnswerer:
         from idealagent.llms.local import LocalChatModel
 
         settings: dict[str, Any] = {"model": self.model, "tokenizer": self.processor.tokenizer,
-                                    "model_name": self.model_name, "chat_template": self._chat_template,
-                                    "content_parts": True, "prefix_cache": False, **overrides}
+                                    "processor": self.processor, "model_name": self.model_name,
+                                    "chat_template": self._chat_template, "content_parts": True,
+                                    "prefix_cache": False, **overrides}
         return LocalChatModel(**settings)
 
     @property
@@ -230,20 +232,11 @@ class TransformersAnswerer:
 
     def _encode(self, once: OncePerImage, images: list[Image], prompts: list[str]) -> Any:
         """The processor's tensors for the rows, its image processor swapped for ``once``."""
-        real, self.processor.image_processor = self.processor.image_processor, once
-        try:
-            inputs = self.processor(text=prompts, images=images, padding=True, return_tensors="pt")
-        finally:
-            self.processor.image_processor = real
-        return inputs.to(self.model.device)
+        return model_inputs(self.processor, once, prompts, images, self.model)
 
     def _generate(self, inputs: Any) -> list[Generated]:
         import torch
 
-        for key, value in inputs.items():  # pixels in the weights' dtype (bf16 on a GPU)
-            if key.startswith("pixel_values") and value.is_floating_point():
-                inputs[key] = value.to(self.model.dtype)
-        inputs.pop("labels", None)  # PaliGemma's processor adds training labels
         tokenizer = self.processor.tokenizer
         scores, processors, options = raw_logprob_processors(self.model, inputs["attention_mask"])
         with torch.inference_mode():

@@ -99,6 +99,23 @@ def _processor_options(name: str, load_kwargs: dict[str, Any]) -> dict[str, Any]
     return {k: v for k, v in saved.items() if k not in SUB_PROCESSOR_KEYS}
 
 
+def model_inputs(processor: Any, once: OncePerImage, prompts: list[str], images: list[Any], model: Any) -> Any:
+    """The processor's tensors for ``prompts`` (left-padded) and their ``images`` (every image
+    of every prompt, in the order the prompts' image tokens come), ``once`` standing in for its
+    image processor; on the model's device, pixels in its dtype (bf16 on a GPU)."""
+    real, processor.image_processor = processor.image_processor, once
+    try:
+        inputs = processor(text=prompts, images=images or None, padding=True, return_tensors="pt")
+    finally:
+        processor.image_processor = real
+    inputs = inputs.to(model.device)
+    for key, value in inputs.items():
+        if key.startswith("pixel_values") and value.is_floating_point():
+            inputs[key] = value.to(model.dtype)
+    inputs.pop("labels", None)  # PaliGemma's processor adds training labels
+    return inputs
+
+
 class RejectedImages(Exception):
     """The image processor refused some images; ``errors`` maps ``id(image)`` to why."""
 

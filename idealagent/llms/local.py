@@ -14,11 +14,8 @@ imported only when a model is loaded or run.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from langchain_core.callbacks import CallbackManager, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -29,8 +26,11 @@ from langchain_core.runnables.config import get_config_list, run_in_executor
 from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from idealagent.answerers.vlm_processing import OncePerImage, model_inputs
 from idealagent.capabilities import Capabilities
 from idealagent.errors import ModelLoadError, ModelOutputError, one_line
+from idealagent.llms.loading import (SHARED_LOAD_KWARGS, load_failure_message, quiet_loading,
+                                    require_chat_template)
 from idealagent.llms.logprobs import cut_pieces, raw_logprob_processors, token_pieces
 from idealagent.llms.prefix_cache import (
     PREFIX_CACHE_ENTRIES,
@@ -39,6 +39,7 @@ from idealagent.llms.prefix_cache import (
     pad_after_prefix,
     shared_prefix,
 )
+from idealagent.llms.vision import Pictures, digests, image_data, template_turn
 from idealagent.response_cache import (
     ResponseCache,
     message_from_record,
@@ -49,15 +50,15 @@ from idealagent.response_cache import (
 
 # LangChain message types -> chat-template roles.
 ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
-# Loading options that mean the same to the tokenizer and to the model.
-SHARED_LOAD_KWARGS = ("local_files_only", "trust_remote_code", "gguf_file", "revision", "cache_dir")
+# Images one conversation of a VLM chat model may carry: the picture and two views, each up to
+# about 1,280 image tokens (sight.ROLE_MAX_PIXELS), so a batch of them fits beside the weights.
+VLM_IMAGES_PER_REQUEST = 3
 
 
 class LocalChatModel(BaseChatModel):
     """A chat model over a loaded transformers causal LM and its tokenizer."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
-    capabilities: ClassVar[Capabilities] = Capabilities(logprobs=True, temperature=True, structured="grammar")
 
     model: Any = Field(exclude=True, repr=False)
     """A loaded transformers ``PreTrainedModel`` with a language-modelling head."""
@@ -86,6 +87,9 @@ class LocalChatModel(BaseChatModel):
     response_cache: ResponseCache | None = Field(default=None, exclude=True, repr=False)
     """Where greedy replies are kept between runs (None: every call generates); sampled
     replies are never kept."""
+    processor: Any = Field(default=None, exclude=True, repr=False)
+    """A VLM's processor, when the weights are a VLM's (``TransformersAnswerer.chat_model``):
+    messages may then carry images (llms/vision.py), and rows with images go through it."""
 
     _grammar_compiler: Any = PrivateAttr(default=None)
     _grammars: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -100,7 +104,17 @@ class LocalChatModel(BaseChatModel):
         if self.tokenizer.pad_token is None:
             # Left-padding a batch needs a pad token; it is masked out, so any token will do.
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.processor is not None:
+            self.processor.tokenizer.padding_side = "left"  # generate continues every row from its last column
         return self
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """A local model: log-probabilities, sampling, grammar-constrained JSON; a VLM's takes
+        the picture and views (up to ``VLM_IMAGES_PER_REQUEST`` images a conversation)."""
+        sees = self.processor is not None
+        return Capabilities(logprobs=True, temperature=True, structured="grammar", images=sees,
+                            images_per_request=VLM_IMAGES_PER_REQUEST if sees else 1)
 
     @classmethod
     def from_pretrained(
@@ -223,6 +237,9 @@ class LocalChatModel(BaseChatModel):
             return None
         request = {"prompt": self.render(conversation), "stop": stop, "max_new_tokens": max_new_tokens,
                    "temperature": temperature, "json_schema": json.dumps(json_schema) if json_schema else None}
+        images = digests(conversation)
+        if images:  # the rendered prompt holds only placeholders: a blind request's key is unchanged
+            request["images"] = images
         return request_key(identity, request)
 
     def reply(
@@ -239,34 +256,47 @@ class LocalChatModel(BaseChatModel):
         ``temperature`` (None: the model's own) above 0 samples, so ``llm.bind(temperature=0.8)``
         gives varied replies (self-consistency votes); 0 decodes greedily.
         """
+        if self.processor is None and any(image_data(c) for c in conversations):
+            raise ValueError(f"{self.model_name or 'this model'} takes no images: it has no VLM processor")
         prompts = [self.render(c) for c in conversations]
+        pictures = Pictures()
+        images = [pictures.of(c) for c in conversations]
         # Similar lengths side by side means less padding; characters are a cheap proxy.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         replies: list[AIMessage] = [None] * len(prompts)  # type: ignore[list-item]
+        once = OncePerImage(self.processor.image_processor) if any(images) else None  # for the call: ids stay valid
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]
             options = {"stop": stop, "json_schema": json_schema, "max_new_tokens": max_new_tokens,
                        "temperature": self.temperature if temperature is None else temperature}
-            for i, reply in zip(chunk, self._generate_chunk([prompts[i] for i in chunk], **options)):
+            rows, seen = [prompts[i] for i in chunk], [image for i in chunk for image in images[i]]
+            inputs = model_inputs(self.processor, once, rows, seen, self.model) if seen else None
+            for i, reply in zip(chunk, self._generate_chunk(rows, inputs, **options)):
                 replies[i] = reply
         return replies
 
     def render(self, conversation: list[BaseMessage]) -> str:
         """The prompt text for a conversation, ending where the assistant's reply starts."""
-        def content(text: str) -> str | list[dict[str, str]]:
-            return [{"type": "text", "text": text}] if self.content_parts else text
-
-        turns = [{"role": ROLES.get(m.type, m.type), "content": content(m.text)} for m in conversation]
+        turns = [template_turn(m, ROLES.get(m.type, m.type), self.content_parts) for m in conversation]
         return self.tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False,
                                                   chat_template=self.chat_template)
 
-    def _generate_chunk(self, prompts, *, stop, json_schema, max_new_tokens, temperature) -> list[AIMessage]:
+    def _generate_chunk(self, prompts, vision, *, stop, json_schema, max_new_tokens, temperature) -> list[AIMessage]:
+        """Replies to ``prompts``; ``vision``: the processor's inputs where the rows carry images
+        (no shared prefix then: a VLM's image positions come from the whole prompt)."""
         import torch
 
-        # The chat template already holds any BOS.
-        rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        shared, cache = shared_prefix(self.model, self._prefixes, rows) if self.prefix_cache else (0, None)
-        input_ids, attention_mask = pad_after_prefix(rows, shared, self.tokenizer.pad_token_id)
+        extra: dict[str, Any] = {}
+        if vision is not None:
+            extra = dict(vision)
+            input_ids, attention_mask = extra.pop("input_ids"), extra.pop("attention_mask")
+            lengths, cache = attention_mask.sum(dim=1).tolist(), None
+        else:
+            # The chat template already holds any BOS.
+            rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+            shared, cache = shared_prefix(self.model, self._prefixes, rows) if self.prefix_cache else (0, None)
+            input_ids, attention_mask = pad_after_prefix(rows, shared, self.tokenizer.pad_token_id)
+            lengths = [len(row) for row in rows]
         options: dict[str, Any] = {
             "max_new_tokens": max_new_tokens or self.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -291,12 +321,12 @@ class LocalChatModel(BaseChatModel):
         with torch.inference_mode():
             output = self.model.generate(  # (rows, prompt + new)
                 input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                logits_processor=processors, **options,
+                logits_processor=processors, **extra, **options,
             )
             new_tokens = output[:, input_ids.shape[1] :]
             logprobs = scores.per_row(new_tokens)
-        return [self._to_message(tokens, row_logprobs, len(row), stop)
-                for tokens, row_logprobs, row in zip(new_tokens.tolist(), logprobs, rows)]
+        return [self._to_message(tokens, row_logprobs, int(length), stop)
+                for tokens, row_logprobs, length in zip(new_tokens.tolist(), logprobs, lengths)]
 
     def _to_message(self, tokens: list[int], logprobs: list[float], input_tokens: int,
                     stop: list[str] | None) -> AIMessage:
@@ -397,38 +427,3 @@ class LocalChatModel(BaseChatModel):
 
         bound = self.bind(json_schema=json_schema)
         return bound | RunnableLambda(parse_keeping_raw if include_raw else parse)
-
-
-@contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Hide transformers' progress bars and warnings while weights load, then restore them:
-    the library never prints, and a "Loading weights" bar in a notebook or a log is noise."""
-    from transformers.utils import logging as hf_logging
-
-    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def require_chat_template(tokenizer: Any, name: str) -> None:
-    """Raise ``ModelLoadError`` unless the tokenizer can render conversations."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ModelLoadError(f"the tokenizer of {name or 'this model'} has no chat template: "
-                             "use an instruction-tuned (chat) model")
-
-
-def load_failure_message(name: str, error: Exception) -> str:
-    """One line saying why ``name`` could not be loaded, and what to do about it."""
-    if Path(name).expanduser().exists():
-        return f"cannot load a model from {name}: {one_line(error) or type(error).__name__}"
-    if os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1:
-        return (f"model folder {name} not found: pass a folder holding a saved model, "
-                "or a Hugging Face id pre-downloaded with `hf download ID`")
-    return (f"model {name} is not in the local Hugging Face cache: run "
-            f"`hf download {name}` first, or pass a local folder")

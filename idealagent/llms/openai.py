@@ -75,6 +75,9 @@ class EndpointChatModel(ChatOpenAI):
     """How often and how patiently a request is tried; only transient failures are retried."""
     response_cache: ResponseCache | None = Field(default=None, exclude=True, repr=False)
     """Where replies at temperature 0 are kept between runs (None: every call is sent)."""
+    images_per_request: int = Field(default=0, ge=0)
+    """Images one request may carry: 0 for a text model; for a served VLM, at most the server's
+    own limit (vLLM's ``--limit-mm-per-prompt``). Above 0, the roles it serves may see (sight.py)."""
 
     _slots: tuple[int, AdaptiveLimit] | None = PrivateAttr(default=None)
     _slots_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -82,9 +85,11 @@ class EndpointChatModel(ChatOpenAI):
 
     @property
     def capabilities(self) -> Capabilities:
-        """A server: log-probabilities asked for (until it refuses them), sampling, its limit."""
+        """A server: log-probabilities asked for (until it refuses them), sampling, its limit,
+        and images where it serves a VLM."""
         return Capabilities(logprobs=None if self._logprobs.on else False, temperature=True,
-                            concurrency=self.max_concurrency, structured="probe")
+                            concurrency=self.max_concurrency, structured="probe",
+                            images=self.images_per_request > 0, images_per_request=max(self.images_per_request, 1))
 
     def abandon(self) -> None:
         """Calls in flight were abandoned (Ctrl-C): free their slots, and retry none of them."""
