@@ -133,6 +133,8 @@ def result_panel(trace: Trace, threshold: float) -> Panel:
     if trace.search is not None:
         rows.add_row("looked closer", looks_summary(trace.search))
     rows.add_row("rounds", f"{trace.judged_rounds} ({plural(len(trace.sub_questions), 'sub-question')})")
+    if trace.shown:
+        rows.add_row("roles saw", shown_summary(trace))
     if trace.failures:
         rows.add_row("unusable", failure_summary(trace.failures))
     usage = trace.usage
@@ -147,6 +149,18 @@ def result_panel(trace: Trace, threshold: float) -> Panel:
     phases = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in trace.timings.items())
     rows.add_row("latency", f"{trace.latency_s:.2f}s" + (f" ({phases})" if phases else ""))
     return Panel(rows, title="Result", title_align="left", border_style="green" if trace.answer else "red")
+
+
+def shown_summary(trace: Trace) -> str:
+    """What each seeing role was shown: "questioner: the picture; reasoner: the picture and 2 views"."""
+    parts = []
+    for role, images in trace.shown.items():
+        views = sum(1 for image in images if image.where)
+        seen = ["the picture"] if len(images) > views else []
+        if views:
+            seen.append(plural(views, "view"))
+        parts.append(f"{role}: {' and '.join(seen) or 'nothing'}")
+    return "; ".join(parts)
 
 
 def answer_source_text(trace: Trace) -> str:

@@ -12,6 +12,7 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from PIL import Image
 
+from idealagent.console import shown_summary
 from idealagent import IdealAgent
 from idealagent.capabilities import Capabilities
 from idealagent.errors import InputError
@@ -111,6 +112,8 @@ def test_the_reasoner_sees_the_views_the_search_looked_at(tmp_path):
     assert [s.where for s in shown[1:]] == [look.where for look in looked_at(search, 2)]
     where = describe_box(Box(*search.best), (2048, 1536))
     assert f"image 2 is a closer view of its {where}" in judged[-1].text
+    assert shown_summary(trace) == f"questioner: the picture; reasoner: the picture and {len(views)} view" + (
+        "s" if len(views) > 1 else "")  # the result panel's "roles saw" row
 
 
 def test_the_views_shown_are_bounded_by_what_a_request_may_carry(tmp_path):
