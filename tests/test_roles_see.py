@@ -12,9 +12,9 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from PIL import Image
 
-from idealagent.console import shown_summary
 from idealagent import IdealAgent
 from idealagent.capabilities import Capabilities
+from idealagent.console import shown_summary
 from idealagent.errors import InputError
 from idealagent.images import decode_base64_image
 from idealagent.looking.boxes import Box, describe_box
