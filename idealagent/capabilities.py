@@ -39,6 +39,9 @@ class Capabilities:
     # How an answerer writes a box it is asked for (looking/boxes.py: pixels, norm1000, norm1);
     # None: it does not name boxes, so a search never asks it to.
     boxes: BoxConvention | None = None
+    # It scores given options as replies (an answerer's ``option_logprobs``: each option's token
+    # log-probabilities given the image and question), so it can choose among them by likelihood.
+    likelihood: bool = False
 
 
 def capabilities_of(model: Any) -> Capabilities:

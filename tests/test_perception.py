@@ -226,3 +226,33 @@ def test_a_cached_rerun_asks_the_llm_nothing_and_a_sampling_llm_is_never_cached(
     wrapped.answer(requests)
     wrapped.answer(requests)
     assert len(sampling.conversations) == 2
+
+
+def test_options_are_scored_by_the_local_llm_as_its_json_reply(classifier: ImageNetClassifier, tmp_path) -> None:
+    import torch
+
+    from idealagent.llms.local import LocalChatModel
+    from tests.tiny_models import make_tiny_llama
+
+    llm = LocalChatModel.from_pretrained(make_tiny_llama(tmp_path / "llama"), max_batch_size=2)
+    answerer = PerceptionAnswerer(llm, classifier=classifier)
+    assert answerer.capabilities.likelihood
+    assert not PerceptionAnswerer(ScriptedChatModel(replies=[]), classifier=classifier).capabilities.likelihood
+    cat, coffee = example("cat"), example("coffee")
+    requests = [(cat, "What animal?", ["a cat", "a dog", "a very large horse"]), (coffee, "Hot?", ["yes", "no"])]
+    scored = answerer.option_logprobs(requests)
+    assert [len(scores) for scores in scored] == [3, 2]
+    for (image, question, options), scores in zip(requests, scored):
+        conversation = answerer.prompt.render(description=answerer.caption([image])[0], question=question)
+        prompt = llm.render(conversation)
+        for option, score in zip(options, scores):
+            # By hand: the reply as the exemplars write it, then the stop token, each token's
+            # log-softmax at the position before it, from one unpadded forward pass.
+            reply = json.dumps({"answer": option}) + llm.tokenizer.eos_token
+            start = len(llm.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            ids = llm.tokenizer(prompt + reply, add_special_tokens=False)["input_ids"]
+            with torch.inference_mode():
+                logits = llm.model(input_ids=torch.tensor([ids])).logits[0].float()
+            expected = sum(torch.log_softmax(logits[t - 1], dim=-1)[ids[t]].item() for t in range(start, len(ids)))
+            assert score.tokens == len(ids) - start
+            assert score.logprob == pytest.approx(expected, abs=1e-4)

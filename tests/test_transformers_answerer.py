@@ -229,3 +229,68 @@ def test_a_random_qwen2_vl_searches_a_large_picture_within_its_budget(qwen, tmp_
         assert all(w % 28 == 0 and h % 28 == 0 for w, h in sizes)
     finally:
         del qwen.answer
+
+
+# -- options scored by likelihood (V* Bench's official protocol) -------------------------------------
+
+
+def _manual_option_logprob(answerer, image, question, option):
+    """The option's tokens (and the end of its turn) scored by hand: one unpadded row, the whole
+    sequence's logits, each reply token's log-softmax at the position before it, summed."""
+    import torch
+
+    turn = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+    prompt = answerer.processor.apply_chat_template([turn], add_generation_prompt=True, tokenize=False)
+    text = prompt + option + "<|im_end|>"  # Qwen2-VL's chat template ends a turn so
+    encode = lambda t: answerer.processor(text=[t], images=[image], return_tensors="pt")  # noqa: E731
+    start = encode(prompt)["input_ids"].shape[1]
+    inputs = encode(text)
+    with torch.inference_mode():
+        logits = answerer.model(**inputs).logits[0].float()
+    ids = inputs["input_ids"][0]
+    total = sum(torch.log_softmax(logits[t - 1], dim=-1)[ids[t]].item() for t in range(start, len(ids)))
+    return total, len(ids) - start
+
+
+def test_option_scores_equal_the_token_logprobs_computed_by_hand(qwen, images):
+    red, blue = images
+    requests = [(red, "What colour is it?", ["red", "a dark blue thing", "green"]),
+                (blue, "Which side?", ["left", "right"])]
+    scored = qwen.option_logprobs(requests)
+    for (image, question, options), scores in zip(requests, scored):
+        assert len(scores) == len(options)
+        for option, score in zip(options, scores):
+            logprob, tokens = _manual_option_logprob(qwen, image, question, option)
+            assert score.tokens == tokens and tokens >= 2  # the option's tokens and the end of the turn
+            assert score.logprob == pytest.approx(logprob, abs=1e-4)
+    # Batched in twos, padded differently: the same scores.
+    small = TransformersAnswerer(qwen.model, qwen.processor, max_batch_size=2)
+    assert [[round(s.logprob, 4) for s in r] for r in small.option_logprobs(requests)] == [
+        [round(s.logprob, 4) for s in r] for r in scored]
+
+
+@pytest.mark.parametrize("arch", ["llava", "idefics3"])
+def test_option_scores_in_a_padded_batch_equal_those_alone(arch, vlm_dir, images):
+    answerer = TransformersAnswerer.from_pretrained(vlm_dir(arch), max_batch_size=8)
+    red, blue = images
+    requests = [(red, "What colour?", ["red", "a blue thing", "green"]), (blue, "Where?", ["left", "right"])]
+    batched = answerer.option_logprobs(requests)
+    alone = [[answerer.option_logprobs([(image, question, [option])])[0][0] for option in options]
+             for image, question, options in requests]
+    assert [[(round(s.logprob, 4), s.tokens) for s in r] for r in batched] == [
+        [(round(s.logprob, 4), s.tokens) for s in r] for r in alone]
+
+
+def test_a_rejected_image_fails_only_its_own_option_request(qwen, images):
+    red, _ = images
+    tiny = Image.new("RGB", (1, 400), "green")
+    results = qwen.option_logprobs([(red, "What?", ["a", "b"]), (tiny, "What?", ["a", "b"])])
+    assert len(results[0]) == 2 and isinstance(results[1], ImageError)
+
+
+@pytest.mark.parametrize(("arch", "likelihood", "boxes"), [
+    ("qwen2_vl", True, "norm1000"), ("qwen2_5_vl", True, "pixels"), ("llava", True, None),
+    ("paligemma", False, None)])
+def test_capabilities_say_how_boxes_are_written_and_whether_options_are_scored(arch, likelihood, boxes, vlm_dir):
+    answerer = TransformersAnswerer.from_pretrained(vlm_dir(arch), max_new_tokens=2)
+    assert answerer.capabilities.likelihood is likelihood and answerer.capabilities.boxes == boxes

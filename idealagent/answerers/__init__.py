@@ -5,13 +5,20 @@ import their heavy dependencies (torch, transformers) inside themselves. An answ
 ``str``, or, from backends that know what it cost, an ``Answer``: the text together with its
 model's token counts, which the agent adds to ``Trace.usage``. ``text_of`` and ``tokens_of``
 read either.
+
+A backend that declares ``Capabilities.likelihood`` also scores given options:
+``option_logprobs(requests)`` takes (image, question, options) triples and gives each option's
+``OptionScore`` (its tokens' summed log-probability as the reply to the question, and how many
+tokens that is), or the request's failure in its place. ``choose_options`` turns those scores
+into the chosen option, V* Bench's official protocol (``pick_option``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from idealagent.errors import failure_kind
 
@@ -19,6 +26,19 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 X = TypeVar("X")
+OptionsRequest = tuple["Image", str, Sequence[str]]  # (image, question, the options to score)
+
+
+class OptionScore(NamedTuple):
+    """One option's likelihood as the reply to a question about an image."""
+
+    logprob: float  # the sum of its tokens' log-probabilities (the end of the turn included)
+    tokens: int  # how many tokens that is
+
+    @property
+    def mean(self) -> float:
+        """The log-probability per token: what V* Bench's official evaluation ranks options by."""
+        return self.logprob / max(self.tokens, 1)
 
 
 @dataclass(frozen=True)
@@ -33,15 +53,18 @@ class Answer:
     input_tokens: int = 0
     output_tokens: int = 0
     # The probability the model gave the tokens of this answer (their product), from its own
-    # scores: None where the backend can't tell (a server that returns no logprobs).
+    # scores: None where the backend can't tell (a server that returns no logprobs). For an
+    # option chosen by likelihood (``choose_options``): its share of the options' likelihood.
     probability: float | None = None
+    # An option chosen by likelihood: every option's score, in the options' order.
+    options: tuple[OptionScore, ...] = ()
 
     def __str__(self) -> str:
         return self.text
 
     def with_text(self, text: str) -> Answer:
         """The same counts for another text (the reply trimmed to its answer)."""
-        return Answer(text, self.input_tokens, self.output_tokens, self.probability)
+        return Answer(text, self.input_tokens, self.output_tokens, self.probability, self.options)
 
 
 # What an answerer returns per request: a plain string (a backend that cannot count tokens,
@@ -130,3 +153,56 @@ def _native_or_each(answerer: Any, name: str, call: Callable[[list[X]], Sequence
             if failure_kind(exc) == "down":
                 raise
     return each(call, inputs)
+
+
+def pick_option(scores: Sequence[OptionScore]) -> tuple[int, float]:
+    """(index, share) of the option with the highest log-probability per token (V* Bench's
+    official rule: the lowest mean cross-entropy; the first on a tie), and its share of the
+    softmax over the options' per-token log-probabilities, so the chosen one has the largest."""
+    means = [score.mean for score in scores]
+    best = max(range(len(means)), key=lambda i: (means[i], -i))
+    top = means[best]
+    total = sum(math.exp(mean - top) for mean in means)
+    return best, 1.0 / total
+
+
+def choose_options(answerer: Any, requests: Sequence[OptionsRequest]) -> list[Answer | Exception]:
+    """Each request's option with the highest likelihood (``pick_option``) as an ``Answer``: its
+    text is the option, its ``probability`` the option's share, its ``options`` every score.
+
+    The backend's ``option_logprobs`` gives each request's failure in its place; if the call
+    raises instead, the requests are tried in halves (``each``) so only those at fault fail."""
+    requests = list(requests)
+    if not requests:
+        return []
+    try:
+        results: list[Any] = list(answerer.option_logprobs(requests))
+    except Exception as exc:
+        if failure_kind(exc) == "down":
+            raise
+        results = each(lambda part: raise_first(answerer.option_logprobs(part)), requests)  # type: ignore[arg-type]
+    chosen: list[Answer | Exception] = []
+    for (_, _, options), scores in zip(requests, results):
+        if isinstance(scores, Exception):
+            chosen.append(scores)
+        elif len(scores) != len(options) or not scores:
+            chosen.append(RuntimeError(f"{len(scores)} option scores for {len(options)} options"))
+        else:
+            index, share = pick_option(scores)
+            chosen.append(Answer(options[index], probability=share, options=tuple(scores)))
+    return chosen
+
+
+def ask_or_choose(answerer: Any, requests: Sequence[tuple[Image, str, Sequence[str] | None]]) -> list[Reply | Exception]:
+    """A reply (or failure) per (image, question, options): where options are given, the one
+    the answerer scores highest (``choose_options``); else its answer to the question."""
+    replies: list[Reply | Exception | None] = [None] * len(requests)
+    scored = [i for i, (_, _, options) in enumerate(requests) if options is not None]
+    asked = [i for i, (_, _, options) in enumerate(requests) if options is None]
+    if scored:
+        for i, reply in zip(scored, choose_options(answerer, [requests[i] for i in scored])):  # type: ignore[misc]
+            replies[i] = reply
+    if asked:
+        for i, reply in zip(asked, answer_each(answerer, [requests[i][:2] for i in asked])):
+            replies[i] = reply
+    return replies  # type: ignore[return-value]

@@ -40,6 +40,7 @@ from idealagent.endpoints import (LOCAL_API_KEY, VLM_PREFIX, Endpoint, LogprobsS
 from idealagent.errors import IdealAgentError, ModelOutputError, failure_kind, one_line
 from idealagent.images import encode_image
 from idealagent.limits import AdaptiveLimit
+from idealagent.looking.boxes import box_convention_of
 from idealagent.prompts import load_prompt
 from idealagent.threads import DaemonPool
 
@@ -98,9 +99,11 @@ class OpenAIAnswerer:
 
     @property
     def capabilities(self) -> Capabilities:
-        """A server: log-probabilities asked for (until it refuses them), its concurrency limit."""
+        """A server: log-probabilities asked for (until it refuses them), its concurrency limit,
+        boxes as its model family writes them (by the served name: Qwen2.5-VL, Qwen2-VL). No
+        ``likelihood``: the chat API scores no given reply (see docs/backends.md)."""
         return Capabilities(logprobs=None if self.logprobs.on else False, temperature=True,
-                            concurrency=self.max_concurrency)
+                            concurrency=self.max_concurrency, boxes=box_convention_of(self.model))
 
     def abandon(self) -> None:
         """Requests in flight were abandoned (Ctrl-C): free their slots, and retry none of them."""

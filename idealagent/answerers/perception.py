@@ -9,6 +9,7 @@ what cost time.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
@@ -21,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from idealagent import parsing
-from idealagent.answerers import Answer
+from idealagent.answerers import Answer, OptionScore, OptionsRequest
 from idealagent.answerers.shapes import SHAPE_SIDE, find_shape, say_shape
 from idealagent.capabilities import Capabilities
 from idealagent.confidence import answer_probability, message_logprobs
@@ -290,6 +291,8 @@ class PerceptionAnswerer:
         self.top_k = top_k
         self._chat = llm
         self._llm = _short_answer_model(llm)
+        # Options are scored where the LLM scores given replies (our local model does).
+        self.capabilities = Capabilities(logprobs=True, likelihood=callable(getattr(llm, "reply_logprobs", None)))
 
     def cache_identity(self) -> dict[str, Any] | None:
         """What, besides the request, decides a reply (for ``CachedAnswerer``): the classifier's
@@ -328,6 +331,20 @@ class PerceptionAnswerer:
             probability = answer_probability(message_logprobs(_raw_message(reply)), text)
             answers.append(Answer(text, *_reply_tokens(reply), probability=probability))
         return answers
+
+
+    def option_logprobs(self, requests: Sequence[OptionsRequest]) -> list[list[OptionScore] | Exception]:
+        """Each option's ``OptionScore`` as the LLM's reply to its question about the image's
+        description, written as its exemplars reply (``{"answer": ...}``), in one LLM call."""
+        if not requests:
+            return []
+        distinct = list({id(image): image for image, _, _ in requests}.values())
+        descriptions = dict(zip(map(id, distinct), self.caption(distinct)))
+        pairs = [(self.prompt.render(description=descriptions[id(image)], question=question),
+                  json.dumps({"answer": option}))
+                 for image, question, options in requests for option in options]
+        scores = iter(self._chat.reply_logprobs(pairs))  # type: ignore[attr-defined]
+        return [[OptionScore(*next(scores)) for _ in options] for _, _, options in requests]
 
 
 def _short_answer_model(llm: BaseChatModel) -> Runnable:

@@ -9,6 +9,11 @@ into rows would need per-architecture code (Qwen's mrope positions come from the
 answer's ``probability`` is the product of its tokens' probabilities under the model's raw
 logits (``llms.logprobs.TokenLogprobs``); captions have none.
 
+``option_logprobs`` scores given options instead of generating (V* Bench's official protocol):
+one row per option, the option written as the assistant's turn after the bare question, and one
+forward pass per batch of rows; an option's score is its tokens' summed log-probability, the
+end-of-turn token included (so "red" is not scored as the start of "red and white").
+
 ``chat_model()`` serves the questioner and reasoner from the same weights and processor
 (``LocalChatModel``, whose turns may carry the picture), so one loaded model can play every role.
 """
@@ -16,17 +21,19 @@ logits (``llms.logprobs.TokenLogprobs``); captions have none.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from idealagent.answerers import Answer, raise_first
+from idealagent.answerers import Answer, OptionScore, OptionsRequest, raise_first
+from idealagent.answerers.vlm_likelihood import reply_row, score_rows
 from idealagent.answerers.vlm_processing import OncePerImage, RejectedImages, load_processor, model_inputs
 from idealagent.capabilities import Capabilities
 from idealagent.confidence import TokenLogprob, answer_probability
 from idealagent.errors import ImageError, InfrastructureError, ModelLoadError, ModelOutputError, one_line
 from idealagent.llms.loading import SHARED_LOAD_KWARGS, load_failure_message, quiet_loading
 from idealagent.llms.logprobs import raw_logprob_processors, token_pieces
+from idealagent.looking.boxes import box_convention_of
 from idealagent.parsing import short_answer
 from idealagent.prompts import load_prompt
 
@@ -44,7 +51,9 @@ PLAIN_PROMPT_MODELS = {"paligemma"}
 class TransformersAnswerer:
     """Answers (image, question) pairs with a loaded transformers VLM and its processor."""
 
-    capabilities = Capabilities(logprobs=True)  # one local model: each answer's token probability
+    # One local model: each answer's token probability, and given options scored (not PaliGemma,
+    # which has no chat turns to put an option in); boxes as its family writes them.
+    capabilities = Capabilities(logprobs=True, likelihood=True)
 
     def __init__(
         self,
@@ -63,6 +72,8 @@ class TransformersAnswerer:
         self.max_new_tokens = max_new_tokens
         self.max_words = max_words
         self.plain_prompt = model.config.model_type in PLAIN_PROMPT_MODELS
+        self.capabilities = Capabilities(logprobs=True, likelihood=not self.plain_prompt,
+                                         boxes=box_convention_of(model.config.model_type))
         self._weights: dict[str, Any] | None = None  # weights_identity, read on first use
         self.prompt = load_prompt("vlm_answerer_plain" if self.plain_prompt else "vlm_answerer")
         if not self.plain_prompt and not self._chat_template:
@@ -136,6 +147,37 @@ class TransformersAnswerer:
         prompts = [self._prompt("answer", question) for _, question in requests]
         return self._generate_all(images, prompts, max_words=self.max_words, scored=True)
 
+    def option_logprobs(self, requests: Sequence[OptionsRequest]) -> list[list[OptionScore] | Exception]:
+        """Each option's ``OptionScore`` as the reply to its (image, question), in order; a
+        request whose image the processor rejects gets its error in its place."""
+        if self.plain_prompt:
+            raise ModelOutputError(f"{self.model_name or 'this model'} has no chat turns: it scores no options")
+        rows: list[tuple[int, Any, str]] = []  # (request, image, text of the question and the option)
+        lengths: dict[str, int] = {}  # a row's text -> how many of its last tokens are the option's
+        for index, (image, question, options) in enumerate(requests):
+            turn = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+            for option in options:
+                text, lengths[text] = reply_row(self.processor, self._chat_template, turn, option)
+                rows.append((index, image, text))
+        once = OncePerImage(self.processor.image_processor)  # each image preprocessed once
+        scores: list[Any] = [None] * len(rows)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i][2]))  # similar lengths: less padding
+
+        def run(inputs: Any, texts: list[str]) -> list[OptionScore]:
+            return score_rows(self.model, inputs, [lengths[text] for text in texts])
+
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start : start + self.max_batch_size]
+            for i, score in zip(chunk, self._generate_rows(once, [rows[i][1] for i in chunk],
+                                                           [rows[i][2] for i in chunk], run)):
+                scores[i] = score
+        results: list[list[OptionScore] | Exception] = []
+        for index in range(len(requests)):
+            mine = [score for (owner, _, _), score in zip(rows, scores) if owner == index]
+            failed = next((score for score in mine if isinstance(score, Exception)), None)
+            results.append(failed if failed is not None else mine)
+        return results
+
     def cache_identity(self) -> dict[str, Any] | None:
         """What, besides the request, decides a reply (for ``CachedAnswerer``): the weights,
         their dtype, the limits, the prompt file and the chat template (decoding is greedy);
@@ -194,10 +236,11 @@ class TransformersAnswerer:
                 results[i] = text if isinstance(text, Exception) else self._short(*text, max_words, scored)
         return results
 
-    def _generate_rows(self, once: OncePerImage, images: list[Image],
-                       prompts: list[str]) -> list[Generated | Exception]:
-        """One generate call; rows whose image the processor refuses get an ``ImageError``, and
-        on out-of-memory the rows are split in halves and retried, down to one row."""
+    def _generate_rows(self, once: OncePerImage, images: list[Image], prompts: list[str],
+                       run: Callable[[Any, list[str]], list[Any]] | None = None) -> list[Any]:
+        """One generate call (or ``run(inputs, prompts)`` instead); rows whose image the processor
+        refuses get an ``ImageError``, and on out-of-memory the rows are split in halves and
+        retried, down to one row."""
         results: list[Generated | Exception | None] = [None] * len(prompts)
         live = list(range(len(prompts)))
         while live:
@@ -211,7 +254,8 @@ class TransformersAnswerer:
                 live = [i for i in live if results[i] is None]
         if live:
             try:
-                for i, text in zip(live, self._generate(inputs)):
+                outputs = run(inputs, [prompts[i] for i in live]) if run else self._generate(inputs)
+                for i, text in zip(live, outputs):
                     results[i] = text
             except Exception as error:
                 if not _is_out_of_memory(error):
@@ -225,7 +269,7 @@ class TransformersAnswerer:
                     log.warning("out of memory on a batch of %d; retrying in halves", len(live))
                     half = len(live) // 2
                     for part in (live[:half], live[half:]):
-                        texts = self._generate_rows(once, [images[i] for i in part], [prompts[i] for i in part])
+                        texts = self._generate_rows(once, [images[i] for i in part], [prompts[i] for i in part], run)
                         for i, text in zip(part, texts):
                             results[i] = text
         return results  # type: ignore[return-value]

@@ -14,6 +14,7 @@ imported only when a model is loaded or run.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,16 @@ class LocalChatModel(BaseChatModel):
             for i, reply in zip(chunk, self._generate_chunk(rows, inputs, **options)):
                 replies[i] = reply
         return replies
+
+    def reply_logprobs(self, pairs: Sequence[tuple[list[BaseMessage], str]]) -> list[tuple[float, int]]:
+        """For each (conversation, reply): the summed log-probability of the reply's tokens as this
+        model's next turn, its stop token included, and how many tokens that is (one forward pass
+        per ``max_batch_size`` conversations; llms/logprobs.py)."""
+        from idealagent.llms.logprobs import score_texts
+
+        prompts = [self.render(conversation) for conversation, _ in pairs]
+        texts = [prompt + reply + self.tokenizer.eos_token for prompt, (_, reply) in zip(prompts, pairs)]
+        return score_texts(self.model, self.tokenizer, prompts, texts, self.max_batch_size)
 
     def render(self, conversation: list[BaseMessage]) -> str:
         """The prompt text for a conversation, ending where the assistant's reply starts."""

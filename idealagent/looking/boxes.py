@@ -5,7 +5,8 @@ ORIGINAL picture (its full-resolution, upright pixels), whatever size the model 
 box a model names in its reply is in the model's own convention, converted by ``parse_box``:
 
 - ``pixels``: absolute pixels of the image the model was shown (Qwen2.5-VL), so the shown
-  size is needed to map it back;
+  size is needed to map it back (the size sent: a processor that resizes it, as Qwen2.5-VL's
+  does to multiples of 28 within its pixel budget, shifts the frame by that much);
 - ``norm1000``: 0-1000 on each axis (Qwen2-VL, CogVLM, Kosmos and most grounding models);
 - ``norm1``: 0-1 floats on each axis.
 
@@ -23,9 +24,21 @@ BoxConvention = Literal["pixels", "norm1000", "norm1"]
 BOX_CONVENTIONS: tuple[str, ...] = ("pixels", "norm1000", "norm1")
 Size = tuple[int, int]  # (width, height) in pixels
 
+# Model families that name boxes in their own convention, by a piece of their name or model type
+# (lower case, "_" read as "-"); the first that matches wins. Other models: none declared.
+MODEL_BOXES: tuple[tuple[str, BoxConvention], ...] = (
+    ("qwen2.5-vl", "pixels"), ("qwen2-5-vl", "pixels"), ("qwen2-vl", "norm1000"))
+
 # How far past the picture's edge a named box may reach and still be meant for this picture
 # (models overshoot by a few pixels; a box twice the picture's size is a misread convention).
 OVERSHOOT = 0.25
+
+
+def box_convention_of(name: str) -> BoxConvention | None:
+    """How a model writes boxes, from its hub id, served name or config ``model_type``:
+    Qwen2.5-VL in pixels of its input, Qwen2-VL in 0-1000; None for a model not known to."""
+    key = name.lower().replace("_", "-")
+    return next((convention for piece, convention in MODEL_BOXES if piece in key), None)
 
 
 class Box(NamedTuple):
