@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from idealagent.answerers import answer_each, caption_each
+from idealagent.answerers import answer_each, ask_or_choose, caption_each
+from idealagent.direct import by_likelihood
 from idealagent.machine import Job, Step, direct_question_of, down_error
 from idealagent.sight import sights_for
 
@@ -33,13 +34,22 @@ def caption(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
 
 def direct(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
     """The answerer's reply to the main question (or the sample's failure) per job."""
-    return answer_each(agent.answerer, [(job.image, direct_question_of(job.trace)) for job in jobs])
+    return ask_or_choose(agent.answerer, [(job.image, direct_question_of(job.trace, agent.settings),
+                                           scored_options(agent, job)) for job in jobs])
+
+
+def scored_options(agent: IdealAgent, job: Job) -> list[str] | None:
+    """The options the answerer scores for the job's main question (``--scoring likelihood`` and
+    a multiple-choice sample), or None: it is asked."""
+    sample = job.trace.sample
+    return list(sample.choices or []) if by_likelihood(agent.settings.option_scoring, sample.kind,
+                                                       sample.choices) else None
 
 
 def look(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
     """The replies (each a reply or a failure) to each job's pending look requests: views cut
     from the full-resolution picture; descriptions through ``caption``, questions ``answer``."""
-    asked: list[tuple[int, Any, str]] = []  # (job position, view, question) of questions
+    asked: list[tuple[Any, str, list[str] | None]] = []  # (view, question, options scored) of questions
     described: list[tuple[int, Any]] = []
     per_job: list[list[tuple[str, int]]] = []  # for each job, (which list, position in it) per request
     for position, job in enumerate(jobs):
@@ -52,9 +62,11 @@ def look(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
                 described.append((position, view))
             else:
                 order.append(("ask", len(asked)))
-                asked.append((position, view, request.question))
+                # The main question on a view is answered as the direct answer is (by likelihood or not).
+                options = scored_options(agent, job) if request.kind == "answer" else None
+                asked.append((view, request.question, options))
         per_job.append(order)
-    answers = answer_each(agent.answerer, [(view, question) for _, view, question in asked]) if asked else []
+    answers = ask_or_choose(agent.answerer, asked) if asked else []
     captions = caption_each(agent.answerer, [view for _, view in described]) if described else []
     return [[answers[i] if which == "ask" else captions[i] for which, i in order] for order in per_job]
 

@@ -66,6 +66,9 @@ def read_capabilities(model: Any) -> Capabilities:
 
 def check_models(settings: AgentSettings, *, answerer: Any, questioner: Any, reasoner: Any) -> None:
     """Refuse settings these models cannot honour, with one line that says what to change."""
+    if settings.option_scoring == "likelihood" and not capabilities_of(answerer).likelihood:
+        raise InputError(f"--scoring likelihood needs an answerer that scores given options (option_logprobs); "
+                         f"{type(answerer).__name__} cannot (use --scoring letter)")
     if settings.votes and not capabilities_of(reasoner).temperature:
         raise InputError(f"--votes {settings.votes} needs a reasoner model that can sample at a temperature; "
                          f"{type(reasoner).__name__} cannot (use --votes 0)")

@@ -52,7 +52,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from idealagent import confidence
-from idealagent.answerers import Reply, probability_of, text_of, tokens_of
+from idealagent.answerers import Answer, Reply, probability_of, text_of, tokens_of
 from idealagent.candidates import Candidate, account, best_candidate, count_answerer_tokens, sub_answers
 from idealagent.direct import direct_question, read_direct_reply
 from idealagent.errors import IdealAgentError, ServiceDownError, failure_kind, one_line
@@ -143,7 +143,7 @@ class Machine:
         """The answerer's own answer to the main question: evidence, a candidate, and when its
         measured confidence reaches the threshold, the answer with no round at all."""
         trace = job.trace
-        question = direct_question_of(trace)
+        question = direct_question_of(trace, self.settings)
         if isinstance(reply, Exception):  # the loop can do without it
             _failure("the direct answer", reply)
             trace.direct = DirectAnswer(question=question, error=f"{type(reply).__name__}: {one_line(reply)}")
@@ -154,6 +154,9 @@ class Machine:
         trace.direct = direct = DirectAnswer(
             question=question, reply=text, answer=answer, choice_index=index,
             input_tokens=tokens_of(reply)[0], output_tokens=tokens_of(reply)[1], latency_s=seconds)
+        if isinstance(reply, Answer) and reply.options:  # chosen by likelihood: every option's score
+            direct.option_logprobs = [option.logprob for option in reply.options]
+            direct.option_tokens = [option.tokens for option in reply.options]
         trace.usage.answerer_calls += 1
         count_answerer_tokens(trace, reply)
         if answer is not None:
@@ -212,7 +215,8 @@ class Machine:
         if zoom == "auto" and not has_detail(picture.size, want):
             return self._next_round(job)
         mode, convention = choose_mode(self.answerer, self.settings.look_mode)
-        closer = LookCloser(picture, want, mode, target_of(trace.sample.question), direct_question_of(trace),
+        closer = LookCloser(picture, want, mode, target_of(trace.sample.question),
+                            direct_question_of(trace, self.settings),
                             self.settings.look_budget, convention)
         if closer.done:
             return self._next_round(job)
@@ -429,10 +433,10 @@ def down_error(step: Step | str, error: Exception) -> Exception:
     return ServiceDownError(f"{name} failed: {type(error).__name__}: {one_line(error)}")
 
 
-def direct_question_of(trace: Trace) -> str:
+def direct_question_of(trace: Trace, settings: AgentSettings) -> str:
     """The main question of ``trace`` as the answerer is asked it directly."""
     sample = trace.sample
-    return direct_question(sample.kind, sample.question, sample.choices)
+    return direct_question(sample.kind, sample.question, sample.choices, settings.option_scoring)
 
 
 def _failure(what: str, error: Exception) -> str:

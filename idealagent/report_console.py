@@ -140,9 +140,14 @@ def _number(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+# How the report says each --scoring.
+OPTION_SCORING_WORDS = {"letter": "letter (options in the question, the reply matched)",
+                        "likelihood": "likelihood (each option's log-likelihood, the best per token)"}
+
+
 def run_identity(summary: dict[str, Any]) -> str:
     """What the numbers are of, beyond the title: models, calibration, prompts, library version,
-    VQA metric."""
+    VQA metric, and how options were chosen where samples had them."""
     models = summary.get("models") or {}
     parts = [
         "models " + (", ".join(f"{role} {name}" for role, name in sorted(models.items())) or "of the preset"),
@@ -151,6 +156,9 @@ def run_identity(summary: dict[str, Any]) -> str:
         f"idealagent {summary.get('idealagent_version') or '—'}",
         f"VQA metric {summary.get('vqa_metric') or '—'}",
     ]
+    scoring = summary.get("option_scoring")
+    if scoring:
+        parts.append(f"options by {OPTION_SCORING_WORDS.get(scoring, scoring)}")
     return " · ".join(parts)
 
 

@@ -19,6 +19,7 @@ StructuredMode = Literal["auto", "on", "off"]
 ZoomMode = Literal["auto", "on", "off"]
 LookMode = Literal["auto", "quadtree", "answers", "boxes", "grid"]
 RolesSeeMode = Literal["auto", "on", "off"]
+OptionScoring = Literal["letter", "likelihood"]
 
 
 def _setting(default: Any, help: str, *, flag: str | None = None, metavar: str | None = None,
@@ -63,6 +64,11 @@ class AgentSettings(BaseModel):
         "auto", "Show the questioner and the reasoner the picture, and the reasoner the views the search "
         "looked at: auto (for a role whose model takes images, a VLM), on (refused for a text model), off "
         "(blind roles, as IdealGPT's).", flag="--roles-see")
+    option_scoring: OptionScoring = _setting(
+        "letter", "How the answerer picks an option of a multiple-choice question (the direct answer and "
+        "the closer look's): letter (the options are in the question and its reply names one) or likelihood "
+        "(each option is scored as its reply to the bare question, and the most likely per token is chosen: "
+        "V* Bench's official protocol; needs an answerer that scores options).", flag="--scoring")
     calibration: Calibration = _setting(
         Calibration(), "How signals become the confidence the threshold applies to: a file from "
         "`idealagent calibrate`, default (a fixed combination), stated (the reasoner's stated "

@@ -134,12 +134,16 @@ class DirectAnswer(BaseModel):
     """
 
     question: str  # as the answerer was asked it (the options and answer format included)
-    reply: str = ""  # what the answerer said
+    reply: str = ""  # what the answerer said (under --scoring likelihood: the option it scored highest)
     answer: str | None = None  # the reply read as an answer (a choice, for choice kinds)
     choice_index: int | None = None
     signals: dict[str, float] = Field(default_factory=dict)
     calibrated: float | None = None
     error: str | None = None  # the answerer failed on this sample
+    # Under --scoring likelihood, each option's summed token log-probability as the reply to the
+    # bare question, and its token count, in the options' order (the choice: the best per token).
+    option_logprobs: list[float] = Field(default_factory=list)
+    option_tokens: list[int] = Field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
     latency_s: float = 0.0

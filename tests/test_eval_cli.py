@@ -18,6 +18,7 @@ from PIL import Image
 import idealagent.presets
 from tests import eval_fake_preset
 from tests.test_cli import assert_one_error_line, invoke
+from tests.test_eval_highres import _vstar
 from tests.test_eval_runner import N_ITEMS, expected_score, read_lines, write_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +141,7 @@ def test_the_interrupt_line_says_what_the_response_cache_kept(tmp_path: Path) ->
         (["eval", "easy-vqa", "--out", "r.jsonl", "--limit", "0"], ["--limit"]),
         (["eval", "easy-vqa", "--out", "r.jsonl", "--threshold", "2"], ["--threshold: ", "got 2"]),
         (["eval", "easy-vqa", "--out", "r.jsonl", "--batch-size", "0"], ["--batch-size"]),
+        (["eval", "easy-vqa", "--out", "r.jsonl", "--scoring", "best"], ["--scoring: ", "letter", "likelihood"]),
         (["eval", "easy-vqa", "--out", "r.jsonl", "--preset", "huge"], ["unknown preset", "huge"]),
     ],
 )
@@ -160,6 +162,21 @@ def test_another_configuration_in_out_is_refused_and_force_overwrites(tmp_path: 
     assert run_eval_cli(data, out, "--max-rounds", "3", "--force").exit_code == 0
     header, rows = read_lines(out)
     assert header["settings"]["max_rounds"] == 3 and len(rows) == 4
+
+
+def test_likelihood_scoring_is_refused_in_one_line_for_an_answerer_that_cannot_score(tmp_path: Path,
+                                                                                   builds: Builds) -> None:
+    _vstar(tmp_path / "vstar")
+    out = tmp_path / "r.jsonl"
+    result = invoke("eval", "vstar", "--data", str(tmp_path / "vstar"), "--out", str(out), "--preset", "fake-eval",
+                    "--scoring", "likelihood")
+    # The models load (the answerer says what it can do), then one error line, before any model call.
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [result.stderr.strip().splitlines()[-1]] and builds.count == 1
+    assert errors[0] == ("error: --scoring likelihood needs an answerer that scores given options (option_logprobs); "
+                         "ScriptedAnswerer cannot (use --scoring letter)")
+    assert not out.exists() or read_lines(out)[1] == []  # no sample was run
 
 
 def test_shards_merge_in_the_report_to_the_unsharded_result(tmp_path: Path, builds: Builds) -> None:

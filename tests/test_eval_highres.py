@@ -6,15 +6,24 @@ import base64
 import csv
 import io
 import json
+import math
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from idealagent.agent import IdealAgent
+from idealagent.answerers import OptionScore, pick_option
+from idealagent.capabilities import Capabilities
 from idealagent.errors import InputError
+from idealagent.evaluation.baseline import run_baseline
 from idealagent.evaluation.datasets import get_benchmark, load_benchmark
 from idealagent.evaluation.highres import hrbench_summary, vstar_order
 from idealagent.evaluation.report import summarize
+from idealagent.evaluation.runner import prepare_eval, run_eval
+from idealagent.report_console import run_identity
+from idealagent.settings import AgentSettings
+from idealagent.testing import ScriptedAnswerer, ScriptedChatModel, flat
 
 # --- V* Bench -----------------------------------------------------------------------------------
 
@@ -172,3 +181,110 @@ def test_the_report_prints_the_official_hrbench_score():
     render_report(summarize({"benchmark": "hr-bench", "split": "4k", "baseline": False}, rows), console)
     assert "hr-bench official score, accuracy per cycle_category, averaged over cycles: all 50.0%" \
         in console.export_text()
+
+
+# --- V* Bench scored by likelihood --------------------------------------------------------------
+
+
+class LikelihoodAnswerer(ScriptedAnswerer):
+    """A scripted answerer that also scores options: ``scores(option)`` gives (sum, tokens) for
+    each option; it records every option request."""
+
+    capabilities = Capabilities(logprobs=True, likelihood=True)
+
+    def __init__(self, scores) -> None:
+        super().__init__(answer="A")
+        self.scores = scores
+        self.option_requests: list[tuple[str, list[str]]] = []
+
+    def option_logprobs(self, requests):
+        self.option_requests += [(question, list(options)) for _, question, options in requests]
+        return [[OptionScore(*self.scores(option)) for option in options] for _, _, options in requests]
+
+
+def _right_first(option: str) -> tuple[float, int]:
+    """The official first option of each record scores best per token, though not in sum."""
+    right = option in ("The color of the glove is red.", "The cup is on the left side of the dog.")
+    return (-6.0, 6) if right else (-4.0, 1)  # per token: -1.0 against -4.0
+
+
+def test_the_best_option_per_token_is_chosen_and_its_share_is_the_largest():
+    index, share = pick_option([OptionScore(-2.5, 1), OptionScore(-6.0, 6), OptionScore(-9.0, 3)])
+    assert index == 1  # -1.0 per token beats -2.5 and -3.0, although -2.5 is the largest sum
+    expected = 1 / (1 + math.exp(-1.5) + math.exp(-2.0))
+    assert share == pytest.approx(expected)
+    assert pick_option([OptionScore(-1.0, 1), OptionScore(-1.0, 1)]) == (0, 0.5)  # a tie: the first
+
+
+def test_vstar_by_likelihood_records_and_reports_the_scoring(tmp_path):
+    records = _vstar(tmp_path / "data")
+    answerer = LikelihoodAnswerer(_right_first)
+    agent = IdealAgent(ScriptedChatModel(), answerer, option_scoring="likelihood", zoom="off")
+    out = tmp_path / "r.jsonl"
+    run_eval("vstar", tmp_path / "data", out=out, preset="scripted", agent=agent)
+    header, *rows = [json.loads(line) for line in out.read_text().splitlines()]
+    header = header["header"]
+    assert header["settings"]["option_scoring"] == "likelihood"
+    assert len(rows) == 2 and all(row["score"] == 1.0 and row["baseline"]["score"] == 1.0 for row in rows)
+    for row in rows:
+        record = records[tuple(row["id"].split("/"))]
+        direct = row["trace"]["direct"]
+        assert row["prediction"] == record["options"][0] == row["choices"][row["choice_index"]]
+        assert direct["question"] == record["question"]  # bare: the options are scored, not listed
+        assert direct["option_logprobs"] == [_right_first(o)[0] for o in row["choices"]]
+        assert direct["option_tokens"] == [_right_first(o)[1] for o in row["choices"]]
+        assert row["trace"]["answer_source"] == "direct" and row["stop_reason"] == "confident"
+        assert row["trace"]["settings"]["option_scoring"] == "likelihood"
+    # The answerer was asked nothing: every option of every question was scored, once.
+    assert flat(answerer.requests) == []
+    assert sorted(answerer.option_requests) == sorted(
+        (r["question"], row["choices"]) for row in rows for r in [records[tuple(row["id"].split("/"))]])
+    summary = summarize(header, rows)
+    assert summary["option_scoring"] == "likelihood" and summary["overall"]["accuracy"] == 1.0
+    assert "options by likelihood" in run_identity(summary)
+    # Letter and likelihood results never share a file.
+    with pytest.raises(InputError, match="option_scoring"):
+        prepare_eval("vstar", tmp_path / "data", None, out=out, preset="scripted",
+                     settings={**header["settings"], "option_scoring": "letter"})
+
+
+def test_the_baseline_alone_chooses_by_likelihood_too(tmp_path):
+    _vstar(tmp_path)
+    items = load_benchmark("vstar", tmp_path).items
+    images = {item.id: Image.new("RGB", (8, 8)) for item in items}
+    answerer = LikelihoodAnswerer(_right_first)
+    results = run_baseline(answerer, items, images, "likelihood")
+    assert all(results[item.id].prediction == item.answers[0] for item in items)
+    assert all(results[item.id].choice_index == item.gold_index for item in items)
+    assert flat(answerer.requests) == [] and len(answerer.option_requests) == len(items)
+    by_letter = run_baseline(answerer, items, images)  # the default: the options in the question
+    assert all("Options: A)" in question for question in flat(answerer.requests))
+    assert all(result.prediction == item.choices[0] for item, result in zip(items, by_letter.values()))
+
+
+def test_likelihood_is_refused_for_an_answerer_that_cannot_score_options():
+    with pytest.raises(InputError, match="--scoring likelihood needs an answerer that scores given options"):
+        IdealAgent(ScriptedChatModel(), ScriptedAnswerer(), option_scoring="likelihood")
+
+
+def test_likelihood_is_refused_where_no_sample_has_options(tmp_path):
+    data = tmp_path / "open.jsonl"
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    data.write_text(json.dumps({"id": "1", "image": "a.png", "question": "What?", "answers": ["x"]}) + "\n")
+    settings = {**AgentSettings(option_scoring="likelihood").fingerprint(), "preset": "scripted"}
+    with pytest.raises(InputError, match="has no multiple-choice samples"):
+        prepare_eval("jsonl", data, None, out=tmp_path / "r.jsonl", preset="scripted", settings=settings)
+
+
+def test_the_closer_look_answers_by_likelihood_too():
+    answerer = LikelihoodAnswerer(_right_first)
+    agent = IdealAgent(ScriptedChatModel(), answerer, option_scoring="likelihood", zoom="on", look_mode="answers",
+                       look_budget=4)
+    choices = ["The color of the glove is blue.", "The color of the glove is red."]
+    trace = agent.run(Image.new("RGB", (2048, 1536), "gray"), "What is the color of the glove?", choices=choices)
+    looks = trace.search.looks
+    assert looks and all(look.kind == "answer" and look.reply == choices[1] for look in looks)
+    assert all(look.question == "What is the color of the glove?" for look in looks)  # bare, as scored
+    assert all(look.probability == pytest.approx(1 / (1 + math.exp(-3.0))) for look in looks)
+    assert trace.search.answer.choice_index == 1 and trace.choice_index == 1
+    assert flat(answerer.requests) == []  # every main question was scored, none asked

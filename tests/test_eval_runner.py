@@ -70,7 +70,7 @@ def test_a_run_writes_a_header_and_one_scored_line_per_sample(tmp_path: Path, fa
                                   "attempts": 1, "structured": "auto", "direct_answer": True,
                                   "calibration": {"method": "stated", "fits": {}, "fitted_on": {}, "rounds": {}},
                                   "zoom": "auto", "look_budget": 9, "look_mode": "auto",
-                                  "votes": 0, "vote_temperature": 0.7, "preset": fake}
+                                  "option_scoring": "letter", "votes": 0, "vote_temperature": 0.7, "preset": fake}
     assert header["shard"] == [0, 1] and header["baseline"] is True and header["seed"] == 0
     assert sorted(row["id"] for row in rows) == [f"q{n:02d}" for n in range(N_ITEMS)]
     for row in rows:

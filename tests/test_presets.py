@@ -6,9 +6,12 @@ import pytest
 from typer.testing import CliRunner
 
 from idealagent import Sample
+from idealagent.capabilities import capabilities_of
 from idealagent.cli import app
 from idealagent.errors import InputError, ModelLoadError
 from idealagent.examples import example_image
+from idealagent.looking.boxes import box_convention_of
+from idealagent.looking.closer import choose_mode
 from idealagent.presets import PRESETS, get_preset, load_preset, preset_models, preset_names
 
 CAT = str(example_image("cat"))
@@ -93,3 +96,20 @@ def test_gpu_preset_runs_end_to_end_on_a_local_folder(tmp_path):
     [trace] = agent.run_batch([Sample(image=CAT, question="Is there a cat?", kind="yes_no")])
     assert trace.sub_questions and trace.answer in ("yes", "no")
     assert trace.usage.llm_output_tokens > 0 and trace.settings["models"] == {"vlm": str(folder)}
+    # Qwen2.5-VL names boxes in pixels of its input; it scores given options.
+    assert capabilities_of(agent.answerer).boxes == "pixels" and capabilities_of(agent.answerer).likelihood
+
+
+@pytest.mark.parametrize(("model", "boxes"), [
+    ("Qwen/Qwen2.5-VL-7B-Instruct", "pixels"), ("qwen2_5_vl", "pixels"), ("Qwen/Qwen2-VL-2B-Instruct", "norm1000"),
+    ("qwen2_vl", "norm1000"), ("llava-hf/llava-1.5-7b-hf", None), ("Qwen/Qwen2.5-7B-Instruct", None)])
+def test_the_openai_preset_declares_boxes_by_the_served_model(model, boxes, monkeypatch):
+    assert box_convention_of(model) == boxes
+    monkeypatch.setenv("IDEALAGENT_LLM_BASE_URL", "http://llm:8000/v1")
+    monkeypatch.setenv("IDEALAGENT_LLM_MODEL", "Qwen/Qwen2.5-7B-Instruct")
+    monkeypatch.setenv("IDEALAGENT_VLM_BASE_URL", "http://vlm:8000/v1")
+    agent = load_preset("openai", vlm=model)
+    declared = capabilities_of(agent.answerer)
+    assert declared.boxes == boxes and declared.likelihood is False  # a chat API scores no given reply
+    if boxes is not None:  # zoom's search then asks it for boxes (it asks for logprobs, which may be refused)
+        assert choose_mode(agent.answerer, "auto") == ("boxes", boxes)

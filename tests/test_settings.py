@@ -46,6 +46,7 @@ def test_the_fingerprint_has_what_changes_answers_and_not_the_speed_knobs():
     assert fingerprint == {"max_rounds": 3, "confidence_threshold": 0.7, "max_sub_questions": 3,
                            "attempts": 3, "structured": "auto", "direct_answer": True,
                            "zoom": "auto", "look_budget": 9, "look_mode": "auto", "roles_see": "auto",
+                           "option_scoring": "letter",
                            "calibration": {"method": "default", "fits": {}, "fitted_on": {}, "rounds": {}},
                            "votes": 0, "vote_temperature": 0.7}
     assert set(AgentSettings().record()) == set(AgentSettings.model_fields)
@@ -61,6 +62,6 @@ def test_every_flag_names_a_setting():
                            "max_sub_questions": "--max-sub-questions", "structured": "--structured",
                            "direct_answer": "--direct-answer/--no-direct-answer", "zoom": "--zoom",
                            "look_budget": "--look-budget", "look_mode": "--look-mode", "roles_see": "--roles-see",
-                           "calibration": "--calibration",
+                           "option_scoring": "--scoring", "calibration": "--calibration",
                            "votes": "--votes", "vote_temperature": "--vote-temperature",
                            "cache": "--cache/--no-cache"}

@@ -3,6 +3,8 @@
 It is what the agent has to beat: the same vision model asked the benchmark question
 directly. For choice kinds the options go into the question text and the reply is mapped back
 to an option; an open reply is cut to its first short phrase, as the agent's answers are.
+Under ``--scoring likelihood`` a multiple-choice question is asked bare and the answerer's
+most likely option (per token) is its answer, as in V* Bench's official evaluation.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from idealagent.answerers import answer_each, tokens_of
-from idealagent.direct import direct_question, read_direct_reply
+from idealagent.answerers import ask_or_choose, tokens_of
+from idealagent.direct import by_likelihood, direct_question, read_direct_reply
 from idealagent.errors import IdealAgentError, failure_kind, one_line
 from idealagent.evaluation.scoring import DEFAULT_VQA_METRIC, score
 from idealagent.images import load_image
@@ -49,9 +51,14 @@ class BaselineResult:
         }
 
 
-def baseline_question(item: EvalItem) -> str:
+def baseline_question(item: EvalItem, scoring: str = "letter") -> str:
     """The benchmark question as the answerer is asked it directly (the agent's direct question)."""
-    return direct_question(item.kind, item.question, item.sample_choices)
+    return direct_question(item.kind, item.question, item.sample_choices, scoring)
+
+
+def scored_options(item: EvalItem, scoring: str) -> list[str] | None:
+    """The options the answerer scores for ``item`` under ``scoring``, or None: it is asked."""
+    return list(item.sample_choices or []) if by_likelihood(scoring, item.kind, item.sample_choices) else None
 
 
 def read_reply(item: EvalItem, reply: str) -> tuple[str | None, int | None]:
@@ -70,9 +77,10 @@ def load_images(items: Sequence[EvalItem]) -> dict[str, Any]:
     return images
 
 
-def run_baseline(answerer: Answerer, items: Sequence[EvalItem],
-                 images: Mapping[str, Any]) -> dict[str, BaselineResult]:
-    """Ask every item's question in one answerer call; results by item id.
+def run_baseline(answerer: Answerer, items: Sequence[EvalItem], images: Mapping[str, Any],
+                 scoring: str = "letter") -> dict[str, BaselineResult]:
+    """Ask every item's question in one answerer call (under ``scoring`` likelihood, score each
+    multiple-choice item's options instead); results by item id.
 
     ``images`` maps ids to decoded images, or to the exception that made one unreadable. A
     request that fails costs only its own item. An item the infrastructure failed on (retries
@@ -89,7 +97,8 @@ def run_baseline(answerer: Answerer, items: Sequence[EvalItem],
     if not ready:
         return results
     started = time.perf_counter()
-    replies = answer_each(answerer, [(images[item.id], baseline_question(item)) for item in ready])
+    replies = ask_or_choose(answerer, [(images[item.id], baseline_question(item, scoring),
+                                        scored_options(item, scoring)) for item in ready])
     share = (time.perf_counter() - started) / len(ready)
     for item, reply in zip(ready, replies):
         if isinstance(reply, Exception):

@@ -44,7 +44,8 @@ def run_bench(agent: IdealAgent, items: Sequence[EvalItem], batch_sizes: Sequenc
                 results = {}
                 for start in range(0, len(items), batch_size):
                     chunk = items[start : start + batch_size]
-                    results.update(run_baseline(agent.answerer, chunk, load_images(chunk)))
+                    results.update(run_baseline(agent.answerer, chunk, load_images(chunk),
+                                                agent.settings.option_scoring))
             seconds = time.perf_counter() - started
             line: dict[str, Any] = {"mode": mode, "samples": len(items), "batch_size": batch_size,
                                     "seconds": round(seconds, 2), "samples_per_s": round(len(items) / seconds, 3)}

@@ -3,9 +3,12 @@
 - V* Bench (penghao-wu/vstar): folders ``direct_attributes/`` and ``relative_position/`` of
   ``sa_*.jpg`` pictures, each with a same-named ``.json`` holding ``question``, ``options``
   (the FIRST is the right one), ``target_object`` and ``bbox`` (x, y, w, h). The options are
-  shuffled with a seed per item (the official order would give the answer away) and scored by
-  the chosen option (letter match). The official per-option likelihood scoring needs a backend
-  that scores given texts; it is not done here.
+  shuffled with a seed per item (the official order would give the answer away to the loop's
+  LLMs). Scored both ways, by ``--scoring``: ``letter`` (the default; the options go into the
+  question and the reply is matched to one) or ``likelihood``, the official protocol: the bare
+  question, each option scored as the answerer's reply, the one with the highest log-probability
+  per token chosen (for the baseline, the direct answer and the closer look's answer; needs an
+  answerer that declares ``Capabilities.likelihood``). The report says which.
 - HR-Bench 4K/8K (DreamMMLab/HR-Bench): ``hr_bench_4k.tsv`` / ``hr_bench_8k.tsv`` (or the
   ``.parquet`` files) with columns index, question, answer (a letter), A, B, C, D, category
   (single, cross), cycle_category and image (base64). The same question comes back in each

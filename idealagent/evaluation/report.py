@@ -138,8 +138,8 @@ def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[st
         # What else the fingerprint holds, shown so a reader knows what the numbers are of.
         "models": header.get("settings", {}).get("models") or {},
         "calibration": calibration_name(header.get("settings", {}).get("calibration")),
-        "vqa_metric": vqa_metric, "prompts_sha256": header.get("prompts_sha256"),
-        "idealagent_version": header.get("idealagent_version"),
+        "vqa_metric": vqa_metric, "option_scoring": option_scoring(header, rows),
+        "prompts_sha256": header.get("prompts_sha256"), "idealagent_version": header.get("idealagent_version"),
         "files": read.get("files", []), "skipped_lines": read.get("skipped_lines", 0),
         "duplicate_ids": read.get("duplicate_ids", 0), "warnings": read.get("warnings", []),
         "warning": worse_than_baseline(overall.get("vs_baseline")),
@@ -148,6 +148,15 @@ def summarize(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> dict[st
         # The benchmark's official score where it is not plain accuracy (HR-Bench: over cycles).
         "benchmark_summary": _benchmark_summary(header, rows),
     }  # fmt: skip
+
+
+def option_scoring(header: dict[str, Any], rows: Sequence[dict[str, Any]]) -> str | None:
+    """How the answerer chose among options (``letter``, or ``likelihood``: V* Bench's official
+    per-option log-likelihood), as the header's settings record it (``letter`` in files from
+    before the setting); None when no sample had options."""
+    if not any(row.get("choices") for row in rows):
+        return None
+    return str(header.get("settings", {}).get("option_scoring") or "letter")
 
 
 def calibration_name(recorded: Any) -> str | None:

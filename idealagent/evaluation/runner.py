@@ -271,6 +271,9 @@ def prepare_eval(benchmark: str, data_dir: str | Path | None, split: str | None,
                             limit=limit, seed=seed)
     if loaded.skipped:  # the loader has warned with the count; more detail for --verbose
         log.info("skipped records: %s", "; ".join(loaded.skipped[:5]))
+    if settings.get("option_scoring") == "likelihood" and not any(i.kind == "multiple_choice" for i in loaded.items):
+        raise InputError(f"--scoring likelihood chooses among a question's options; {benchmark} has no "
+                         "multiple-choice samples (use --scoring letter)")
     header = {
         "format": 1, "benchmark": benchmark, "split": split, "preset": preset, "settings": settings,
         "seed": seed, "limit": limit, "shard": list(shard), "baseline": baseline, "vqa_metric": vqa_metric,
@@ -357,7 +360,8 @@ class _Stream:
         if self.plan.header["baseline"] and not self.agent.settings.direct_answer:
             todo = chunk
             for _ in range(1 + self.agent.settings.infra_retries):
-                self.baselines.update(run_baseline(self.agent.answerer, todo, images))
+                self.baselines.update(run_baseline(self.agent.answerer, todo, images,
+                                                   self.agent.settings.option_scoring))
                 todo = [item for item in todo if item.id not in self.baselines]
                 if not todo:
                     break
