@@ -69,7 +69,7 @@ def test_a_run_writes_a_header_and_one_scored_line_per_sample(tmp_path: Path, fa
     assert header["settings"] == {"max_rounds": 2, "confidence_threshold": 0.7, "max_sub_questions": 3,
                                   "attempts": 1, "structured": "auto", "direct_answer": True,
                                   "calibration": {"method": "stated", "fits": {}, "fitted_on": {}, "rounds": {}},
-                                  "zoom": "auto", "look_budget": 9, "look_mode": "auto",
+                                  "zoom": "auto", "look_budget": 9, "look_mode": "auto", "roles_see": "auto",
                                   "option_scoring": "letter", "votes": 0, "vote_temperature": 0.7, "preset": fake}
     assert header["shard"] == [0, 1] and header["baseline"] is True and header["seed"] == 0
     assert sorted(row["id"] for row in rows) == [f"q{n:02d}" for n in range(N_ITEMS)]
