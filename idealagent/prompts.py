@@ -12,14 +12,16 @@ import json
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import yaml
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from idealagent.errors import IdealAgentError
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined, keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True
@@ -69,6 +71,10 @@ class PromptSpec(BaseModel):
 
     def render(self, kind: str = "default", /, **variables: Any) -> list[BaseMessage]:
         """Chat messages: system, exemplar turns, then the user turn for ``variables``."""
+        # Imported here: the modules that only read prompt files' text (looking/questions.py,
+        # and through it the CLI's help and argument checks) need no LangChain.
+        from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
         variant = self.variant(kind)
         messages: list[BaseMessage] = []
         if self.system:

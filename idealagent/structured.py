@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -64,11 +65,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def needs_probe(llm: BaseChatModel) -> bool:
     """Whether ``llm`` talks to an OpenAI-compatible server whose forms must be found out."""
-    try:
-        from langchain_openai.chat_models.base import BaseChatOpenAI
-    except ImportError:
-        return False
-    return isinstance(llm, BaseChatOpenAI)
+    # An instance of BaseChatOpenAI means its module was imported: never import it just to ask
+    # (langchain-openai takes about a second to import, a local model's whole warm run).
+    module = sys.modules.get("langchain_openai.chat_models.base")
+    return module is not None and isinstance(llm, module.BaseChatOpenAI)
 
 
 class FormProbe:

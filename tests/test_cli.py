@@ -7,6 +7,7 @@ nothing but the trace and that every error is one line on stderr.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -242,6 +243,30 @@ def test_debug_shows_the_traceback(script: Script) -> None:
 def test_usage_errors_keep_click_exit_code_2() -> None:
     assert invoke("ask", CAT).exit_code == 2  # the question is missing
     assert invoke("ask", CAT, "What?", "--max-rounds", "many").exit_code == 2
+
+
+def test_models_load_without_the_collector_and_stay_frozen_until_the_command_ends(
+        script: Script, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_agent loads with the garbage collector off, then freezes what is alive, so later
+    collections skip the models' objects; when the command ends the collector has them back."""
+    seen: dict[str, object] = {}
+
+    def build() -> dict:
+        seen["collecting while loading"] = gc.isenabled()
+        return script.build()
+
+    def answer(question: str) -> str:
+        seen["frozen while running"] = gc.get_freeze_count() > 0
+        return "a tabby cat"
+
+    script.answer = answer
+    monkeypatch.setitem(idealagent.presets.PRESETS, "scripted",
+                        Preset("scripted", "Scripted.", build, {"max_rounds": 2, **IDEALGPT_LOOP}))
+    assert gc.get_freeze_count() == 0
+    result = invoke("ask", CAT, "What animal is this?", "--preset", "scripted", "--json")
+    assert result.exit_code == 0, result.output
+    assert seen == {"collecting while loading": False, "frozen while running": True}
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 # -- chat --------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ first request finds the form, later ones keep to it, and a refused form is not s
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections import Counter
 
@@ -17,7 +19,7 @@ from idealagent.answerers.openai import OpenAIAnswerer
 from idealagent.errors import InfrastructureError, ModelOutputError
 from idealagent.llms.openai import make_chat_model
 from idealagent.roles import Questioner
-from idealagent.structured import AdaptiveStructured, FormProbe, form_rejected, probe_for
+from idealagent.structured import AdaptiveStructured, FormProbe, form_rejected, needs_probe, probe_for
 from idealagent.testing import IDEALGPT_LOOP
 from tests.openai_stub import LLAMA_CPP_PYTHON_REFUSAL, Status, StubServer, format_of, text_of
 
@@ -190,3 +192,21 @@ def _trace():
     from idealagent.trace import Trace
 
     return Trace(sample=Sample(question="What colour is the thing?"))
+
+
+def test_a_local_model_is_not_probed_and_langchain_openai_stays_unimported():
+    """Only OpenAI clients are probed; asking about another model must not import langchain-openai
+    (about a second of a warm ``idealagent ask`` on the tiny preset went there)."""
+    code = ("import sys\n"
+            "from idealagent.structured import needs_probe\n"
+            "from idealagent.testing import ScriptedChatModel\n"
+            "print(needs_probe(ScriptedChatModel(replies=[])), 'langchain_openai' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+
+
+def test_openai_clients_are_probed():
+    url = "http://127.0.0.1:9/v1"  # never called
+    assert needs_probe(ChatOpenAI(model="stub-llm", base_url=url, api_key="EMPTY"))
+    assert needs_probe(make_chat_model("stub-llm", url, timeout=5.0))

@@ -7,6 +7,7 @@ that the image, the models or the run failed (see errors.py).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -72,12 +73,13 @@ def load_agent(preset: str, overrides: dict[str, Any], *, announce: bool = False
     message = f"loading the {preset} preset's models…"
     try:
         if status.is_terminal:
-            with status.status(message, spinner="dots"):
+            with status.status(message, spinner="dots"), _kept_from_the_collector():
                 agent = load_preset(preset, **overrides)
         else:
             if announce:  # a batch job's log should say what it is waiting for
                 typer.echo(message, err=True)
-            agent = load_preset(preset, **overrides)
+            with _kept_from_the_collector():
+                agent = load_preset(preset, **overrides)
     except ImportError as exc:
         extra = get_preset(preset).extra
         raise ModelLoadError(
@@ -121,7 +123,8 @@ class _OneLineFormatter(logging.Formatter):
 @contextmanager
 def cli_logging(verbose: bool, debug: bool) -> Iterator[None]:
     """Log ``idealagent`` to stderr for the length of a command (notices always, INFO with
-    ``verbose``), and quiet the model libraries."""
+    ``verbose``), quiet the model libraries, and give what ``load_agent`` froze back to the
+    garbage collector when the command ends."""
     # We never download at run time; the presets' weights ship in packages or the user cache.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not debug:  # read when transformers / huggingface_hub are first imported
@@ -139,11 +142,35 @@ def cli_logging(verbose: bool, debug: bool) -> Iterator[None]:
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(min(shown, logging.INFO))  # notices are INFO records
+    frozen = gc.get_freeze_count()
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        if gc.get_freeze_count() and not frozen:  # load_agent froze the models: hand them back
+            gc.unfreeze()
+
+
+@contextmanager
+def _kept_from_the_collector() -> Iterator[None]:
+    """Load with the cyclic garbage collector off, then freeze what is alive (``gc.freeze``).
+
+    Importing torch and transformers creates millions of objects that live as long as the
+    command: unfrozen, the collector walks them all again and again while they load and
+    whenever it runs later (about a second of a warm ``ask`` on a small machine). A process
+    that disabled or froze the collector itself is left as it is; ``cli_logging`` unfreezes
+    when the command ends.
+    """
+    if not gc.isenabled() or gc.get_freeze_count():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _quiet_transformers() -> None:

@@ -11,10 +11,25 @@ Which one a sample uses depends on what its answerer offers: probabilities (the 
 boxes in text (``parse_box``, then one view), or neither (the grid).
 """
 
-from idealagent.looking.boxes import BOX_CONVENTIONS, Box, BoxConvention, describe_box, parse_box
-from idealagent.looking.questions import look_question, p_yes, reads_yes
-from idealagent.looking.search import GridSearch, Look, QuadtreeSearch, grid_boxes, split
-from idealagent.looking.views import Picture, ViewSize
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from idealagent.looking.boxes import BOX_CONVENTIONS, Box, BoxConvention, describe_box, parse_box
+    from idealagent.looking.questions import look_question, p_yes, reads_yes
+    from idealagent.looking.search import GridSearch, Look, QuadtreeSearch, grid_boxes, split
+    from idealagent.looking.views import Picture, ViewSize
+
+# Each name and the module that defines it, imported on first use (PEP 562): a module that needs
+# only ``looking.boxes`` (the console, the CLI's help) does not import the prompts and LangChain.
+_HOMES = {
+    **dict.fromkeys(("BOX_CONVENTIONS", "Box", "BoxConvention", "describe_box", "parse_box"), "boxes"),
+    **dict.fromkeys(("look_question", "p_yes", "reads_yes"), "questions"),
+    **dict.fromkeys(("GridSearch", "Look", "QuadtreeSearch", "grid_boxes", "split"), "search"),
+    **dict.fromkeys(("Picture", "ViewSize"), "views"),
+}
 
 __all__ = [
     "BOX_CONVENTIONS",
@@ -33,3 +48,15 @@ __all__ = [
     "reads_yes",
     "split",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'idealagent.looking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"idealagent.looking.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
