@@ -97,7 +97,7 @@ def test_every_flag_of_the_settings_is_in_the_help(command: str) -> None:
             continue  # bench never reads the cache (test_loop_options_come_from_the_settings_model)
         assert re.search(rf"{re.escape(flag.split('/')[0])}\s", text), (command, flag)
     # What --calibration takes besides a file; no help names a setting only Python knows.
-    assert re.search(r"--calibration\s+FILE\|default\|stated\s", text)
+    assert re.search(r"--calibration\s+FILE\|default\|stated\|tiny\s", text)
     assert "vote_temperature" not in text and "--vote-temperature" in text
 
 

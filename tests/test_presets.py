@@ -113,3 +113,18 @@ def test_the_openai_preset_declares_boxes_by_the_served_model(model, boxes, monk
     assert declared.boxes == boxes and declared.likelihood is False  # a chat API scores no given reply
     if boxes is not None:  # zoom's search then asks it for boxes (it asks for logprobs, which may be refused)
         assert choose_mode(agent.answerer, "auto") == ("boxes", boxes)
+
+
+def test_the_tiny_preset_ships_a_calibration_fitted_on_train_data_only():
+    from idealagent.calibration import resolve, shipped
+    from idealagent.settings import AgentSettings
+
+    assert "tiny" in shipped()
+    calibration = resolve("tiny")
+    assert calibration.method == "logistic" and {"direct", "verdict"} <= set(calibration.fits)
+    assert calibration.name.startswith("logistic (shipped: ")
+    fitted_on = calibration.fitted_on
+    assert fitted_on["preset"] == "tiny" and all("train" in source for source in fitted_on["sources"])
+    tiny = get_preset("tiny").settings
+    assert AgentSettings.of(**tiny).calibration == calibration  # the preset's default
+    assert AgentSettings.of(**{**tiny, "calibration": "default"}).calibration.method == "default"  # still overridable
