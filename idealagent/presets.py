@@ -172,8 +172,10 @@ BUILTIN_PRESETS: dict[str, Preset] = {
             # 0.34-0.52 on 32 views of the generated zoom set, objects in view or not). Seven looks
             # (four views, then three of the best one's quarters) keep a searched sample within
             # about 12 answerer calls with its rounds' sub-questions.
+            # Its calibration ships in the package (idealagent/calibrations/tiny.json), fitted on
+            # easy-VQA's and the generated zoom set's train splits: docs/benchmarks.md.
             settings={"max_rounds": 2, "max_sub_questions": 2, "confidence_threshold": 0.7, "attempts": 2,
-                      "look_mode": "answers", "look_budget": 7},
+                      "look_mode": "answers", "look_budget": 7, "calibration": "tiny"},
             extra="tiny",
         ),
         Preset(
