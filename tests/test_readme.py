@@ -43,7 +43,8 @@ TRACE_LINE = re.compile(r"^'.+' → ('.+' at \d\.\d\d( \(the direct answer\)| \(
 def test_the_quick_start_runs_and_stream_prints_one_line_per_step(monkeypatch):
     printed = run(block('load_preset("tiny")'), monkeypatch).splitlines()
     answer, confidence, stop = printed[0].rsplit(" ", 2)
-    assert answer and 0.0 <= float(confidence) <= 1.0 and stop in {"confident", "max_rounds", "no_new_questions"}
+    assert answer and 0.0 <= float(confidence) <= 1.0 and stop in {"confident", "max_rounds", "no_new_questions",
+                                                                             "rounds_do_not_pay"}
     steps = printed[1:]
     patterns = [re.compile(r"^Direct answer ('.+' at \d\.\d\d \(reply: '.*'\)|: none .*)$"),
                 re.compile(r"^Round \d+( \(final\))?: \d+ sub-questions?; (verdict '.+' at \d\.\d\d|undecided)$"),
