@@ -148,8 +148,14 @@ def _settings_line(preset: str, shown: set[str]) -> str:
     """``key=value, ...`` of the preset's loop settings in ``shown``, in the settings' order."""
     settings = preset_settings(preset)
     values = {key: getattr(settings, key) for key in AgentSettings.model_fields if key in shown}
-    return ", ".join(f"{key}={value.name if isinstance(value, Calibration) else value}"
-                     for key, value in values.items()) or "default settings"
+    return ", ".join(f"{key}={_shown(value)}" for key, value in values.items()) or "default settings"
+
+
+def _shown(value: Any) -> Any:
+    """A setting as ``--FLAG`` takes it: a shipped calibration by its name (tiny), else its method."""
+    if isinstance(value, Calibration):
+        return value.fitted_on.get("shipped") or value.name
+    return value
 
 
 class ChatSession:
