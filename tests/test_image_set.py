@@ -53,11 +53,14 @@ def run_measured(command: list[str], log: Path) -> tuple[int, int]:
     """Run the CLI with ``command``'s arguments, output to ``log``; its exit code and its own
     peak resident memory in bytes."""
     peak_file = log.with_suffix(".peak")
-    code = ("import atexit, re\n"
-            f"def _peak(path={str(peak_file)!r}):\n"
+    # The CLI ends with os._exit (no atexit handlers): the peak is read just before it.
+    code = ("import os, re\n"
+            "_exit = os._exit\n"
+            f"def _peak_then_exit(status_code, path={str(peak_file)!r}):\n"
             "    status = open('/proc/self/status').read()\n"
             "    open(path, 'w').write(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1))\n"
-            "atexit.register(_peak)\n" + CLI)
+            "    _exit(status_code)\n"
+            "os._exit = _peak_then_exit\n" + CLI)
     with log.open("wb") as out:
         done = subprocess.run([sys.executable, "-c", code, *command], cwd=ROOT, env=cli_env(), stdout=out,
                               stderr=subprocess.STDOUT, timeout=300, check=False)

@@ -17,12 +17,14 @@ import idealagent.looking
 from idealagent.examples import example_image
 
 HEAVY = ("torch", "transformers", "langchain_core", "langchain_openai")
-# Runs the CLI as `python -m idealagent.cli` does, then prints which HEAVY modules it imported.
+# Runs the CLI's app as `idealagent` does (main() would end the process before the print),
+# then prints which HEAVY modules it imported.
 RUN_CLI = """\
-import runpy, sys
+import sys
 sys.argv = ["idealagent", *sys.argv[1:]]
+from idealagent.cli import app
 try:
-    runpy.run_module("idealagent.cli", run_name="__main__")
+    app()
 except SystemExit:
     pass
 print("imported:", *[name for name in {heavy!r} if name in sys.modules])
@@ -67,3 +69,17 @@ def test_the_public_names_still_resolve() -> None:
     from idealagent.agent import IdealAgent as Defined
 
     assert IdealAgent is Defined
+
+
+def test_the_command_ends_without_tearing_the_interpreter_down() -> None:
+    """main() flushes what the command wrote and ends with os._exit: no exit-time teardown
+    (an atexit handler never runs), the exit code and the output unchanged."""
+    code = ("import atexit, sys; atexit.register(lambda: print('torn down')); "
+            "sys.argv = ['idealagent', *sys.argv[1:]]; from idealagent.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", code, "presets"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "torn down" not in done.stdout
+    assert done.stdout.rstrip().endswith("batch_size=8")  # the last preset's settings, whole
+    done = subprocess.run([sys.executable, "-c", code, "ask", "no-such-picture.jpg", "What is it?"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip() == "error: no-such-picture.jpg: no such file"
+    assert "torn down" not in done.stdout
