@@ -39,13 +39,16 @@ from idealagent.errors import InputError, one_line
 Method = Literal["default", "stated", "logistic", "isotonic"]
 METHODS: tuple[str, ...] = ("default", "stated", "logistic", "isotonic")
 FITTED = ("logistic", "isotonic")
-CandidateKind = Literal["direct", "verdict"]
-KINDS: tuple[CandidateKind, ...] = ("direct", "verdict")
+# A look's answer (the main question on the search's best view) is calibrated as its own kind
+# where a file has a fit for it, and as a direct answer where it has not (files fitted before).
+CandidateKind = Literal["direct", "look", "verdict"]
+KINDS: tuple[CandidateKind, ...] = ("direct", "look", "verdict")
 FORMAT = 1
 # Signals that are probabilities: a logistic model takes their log-odds, clipped to these.
-PROBABILITIES = frozenset({"stated", "answer_prob", "direct_prob", "direct_support", "direct_against"})
+PROBABILITIES = frozenset({"stated", "answer_prob", "direct_prob", "direct_support", "direct_against", "found"})
 CLIP = 0.01
 RIDGE = 1.0  # L2 penalty on the logistic weights: a few hundred samples, several signals
+MIN_FIT = 10  # candidates of a kind a fit needs (fewer looks are fitted with the direct answers)
 MIN_PRESENT = 0.5  # a signal missing from more of the training candidates than this is not used
 NO_DATA_PRIOR = 0.5  # the prior of a built-in method (or a kind a file has no fit for): even odds
 Example = tuple[Mapping[str, float], float]  # (a candidate's signals, its score 0..1)
@@ -111,10 +114,15 @@ class Calibration(BaseModel):
 
     def prior(self, kind: CandidateKind) -> float:
         """The confidence of a candidate of ``kind`` with no measured signal: the base rate."""
-        fit = self.fits.get(kind) if self.method in FITTED else None
+        fit = self.fits.get(self._fitted_as(kind)) if self.method in FITTED else None
         return fit.mean_score if fit is not None else NO_DATA_PRIOR
 
+    def _fitted_as(self, kind: CandidateKind) -> CandidateKind:
+        """The kind whose fit serves ``kind``: a look's answer without its own is a direct answer."""
+        return "direct" if kind == "look" and "look" not in self.fits else kind
+
     def _measured(self, kind: CandidateKind, signals: Mapping[str, float]) -> float | None:
+        kind = self._fitted_as(kind)
         if self.method == "stated":
             return signals.get("stated") if kind == "verdict" else None
         if self.method == "default":
@@ -203,7 +211,7 @@ def default_score(kind: CandidateKind, signals: Mapping[str, float]) -> float | 
     probability, agreement with the direct answer and the votes' agreement. So a verdict that
     contradicts the direct answer, or that the reasoner's own tokens doubt, ranks lower.
     """
-    if kind == "direct":
+    if kind in ("direct", "look"):
         return signals.get("answer_prob")
     values = [signals[name] for name in ("stated", "answer_prob", "agrees_direct", "votes") if name in signals]
     return sum(values) / len(values) if values else None
@@ -233,6 +241,8 @@ def candidate_features(kind: CandidateKind) -> list[str]:
     """The inputs a logistic fit may use for ``kind``, those present in the data permitting."""
     if kind == "direct":
         return ["answer_prob", "in_caption", "agrees_sub"]
+    if kind == "look":  # ``found``: how sure the search was that the target is where it looked
+        return ["answer_prob", "found", "in_caption"]
     return ["stated", "answer_prob", "direct_support", "direct_against", "agrees_direct", "agrees_sub",
             "in_caption", "votes"]
 
@@ -243,9 +253,11 @@ def fit(examples: Mapping[CandidateKind, Sequence[Example]], method: Method = "l
     if method not in FITTED:
         raise InputError(f"only {' and '.join(FITTED)} calibrations are fitted, not {method!r}")
     fits: dict[CandidateKind, Fit] = {}
-    for kind in KINDS:
-        rows = list(examples.get(kind, []))
-        if len(rows) < 10:
+    rows_of = {kind: list(examples.get(kind, [])) for kind in KINDS}
+    if len(rows_of["look"]) < MIN_FIT:  # too few looks for a fit of their own: fitted as direct answers
+        rows_of["direct"] += rows_of.pop("look")
+    for kind, rows in rows_of.items():
+        if len(rows) < MIN_FIT:
             continue  # too few to fit: candidates of this kind get no confidence, so never win
         fits[kind] = _fit_isotonic(kind, rows) if method == "isotonic" else _fit_logistic(kind, rows)
     if not fits:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from idealagent.answerers import answer_each, ask_or_choose, caption_each
+from idealagent.answerers import answer_each, ask_or_choose, caption_each, detect_each
 from idealagent.direct import by_likelihood
 from idealagent.machine import Job, Step, direct_question_of, down_error
 from idealagent.sight import sights_for
@@ -51,6 +51,7 @@ def look(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
     from the full-resolution picture; descriptions through ``caption``, questions ``answer``."""
     asked: list[tuple[Any, str, list[str] | None]] = []  # (view, question, options scored) of questions
     described: list[tuple[int, Any]] = []
+    sought: list[tuple[Any, str]] = []  # (view, target) for the answerer's detector
     per_job: list[list[tuple[str, int]]] = []  # for each job, (which list, position in it) per request
     for position, job in enumerate(jobs):
         closer = job.closer
@@ -60,15 +61,19 @@ def look(agent: IdealAgent, jobs: list[Job]) -> list[Any]:
             if request.kind == "describe":
                 order.append(("describe", len(described)))
                 described.append((position, view))
+            elif request.kind == "detect":
+                order.append(("detect", len(sought)))
+                sought.append((view, closer.search.target))  # type: ignore[union-attr]
             else:
                 order.append(("ask", len(asked)))
                 # The main question on a view is answered as the direct answer is (by likelihood or not).
                 options = scored_options(agent, job) if request.kind == "answer" else None
                 asked.append((view, request.question, options))
         per_job.append(order)
-    answers = ask_or_choose(agent.answerer, asked) if asked else []
-    captions = caption_each(agent.answerer, [view for _, view in described]) if described else []
-    return [[answers[i] if which == "ask" else captions[i] for which, i in order] for order in per_job]
+    replies = {"ask": ask_or_choose(agent.answerer, asked) if asked else [],
+               "describe": caption_each(agent.answerer, [view for _, view in described]) if described else [],
+               "detect": detect_each(agent.answerer, sought) if sought else []}
+    return [[replies[which][i] for which, i in order] for order in per_job]
 
 
 def ask(agent: IdealAgent, jobs: list[Job]) -> list[Any]:

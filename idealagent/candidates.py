@@ -13,6 +13,7 @@ from idealagent.roles import Outcome
 from idealagent.trace import Round, Trace
 
 if TYPE_CHECKING:
+    from idealagent.calibration import CandidateKind
     from idealagent.settings import AgentSettings
 
 
@@ -39,7 +40,7 @@ def best_candidate(trace: Trace, settings: AgentSettings) -> Candidate | None:
                                                     direct.choice_index)))
     looked = trace.search.answer if trace.search is not None else None
     if looked is not None and looked.answer is not None:
-        value, measured = _calibrated(settings, "direct", looked.calibrated, looked.signals)
+        value, measured = _calibrated(settings, "look", looked.calibrated, looked.signals)
         found.append((measured, value, 0.5, Candidate(looked.answer, value, measured, "look", None,
                                                     looked.choice_index)))
     for round_ in trace.rounds:
@@ -51,7 +52,7 @@ def best_candidate(trace: Trace, settings: AgentSettings) -> Candidate | None:
     return max(found, key=lambda c: c[:3])[3] if found else None
 
 
-def _calibrated(settings: AgentSettings, kind: Literal["direct", "verdict"], value: float | None,
+def _calibrated(settings: AgentSettings, kind: CandidateKind, value: float | None,
                 signals: dict[str, float]) -> tuple[float, bool]:
     """(confidence, measured): the calibrated value, or the calibration's prior for ``kind``."""
     if value is not None:

@@ -42,6 +42,9 @@ class Capabilities:
     # It scores given options as replies (an answerer's ``option_logprobs``: each option's token
     # log-probabilities given the image and question), so it can choose among them by likelihood.
     likelihood: bool = False
+    # It says whether a named thing is in an image, and where (an answerer's ``detect``, giving a
+    # ``Detection`` per image): a search scores views with it (look mode ``detect``).
+    detects: bool = False
 
 
 def capabilities_of(model: Any) -> Capabilities:
@@ -69,6 +72,9 @@ def check_models(settings: AgentSettings, *, answerer: Any, questioner: Any, rea
     if settings.option_scoring == "likelihood" and not capabilities_of(answerer).likelihood:
         raise InputError(f"--scoring likelihood needs an answerer that scores given options (option_logprobs); "
                          f"{type(answerer).__name__} cannot (use --scoring letter)")
+    if settings.look_mode == "detect" and settings.zoom != "off" and not capabilities_of(answerer).detects:
+        raise InputError(f"--look-mode detect needs an answerer with its own detector (detect); "
+                         f"{type(answerer).__name__} has none (use --look-mode auto)")
     if settings.votes and not capabilities_of(reasoner).temperature:
         raise InputError(f"--votes {settings.votes} needs a reasoner model that can sample at a temperature; "
                          f"{type(reasoner).__name__} cannot (use --votes 0)")

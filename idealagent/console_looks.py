@@ -11,7 +11,7 @@ from rich.text import Text
 from idealagent.looking.boxes import Box, describe_box
 from idealagent.trace import Look, Search
 
-ASKED = {"exists": "exists?", "box": "where?", "describe": "describe:", "answer": "answer:"}
+ASKED = {"exists": "exists?", "detect": "find:", "box": "where?", "describe": "describe:", "answer": "answer:"}
 
 
 def look_line(number: int, look: Look) -> Text:
@@ -21,7 +21,7 @@ def look_line(number: int, look: Look) -> Text:
     if look.error:
         return line.append(f"failed: {_short(look.error)}", style="red")
     line.append(_short(look.reply) or "—", style="bold" if look.kind == "answer" else "")
-    p = look.p_yes if look.kind == "exists" else look.probability
+    p = look.p_yes if look.kind in ("exists", "detect") else look.probability
     return line.append(f" (p {p:.2f})", style="dim") if p is not None else line
 
 

@@ -203,7 +203,9 @@ class Machine:
         if answer is not None:
             if look.probability is not None:
                 found.signals["answer_prob"] = look.probability
-            found.calibrated = self.settings.calibration.confidence("direct", found.signals)
+            if search.found is not None:
+                found.signals["found"] = search.found
+            found.calibrated = self.settings.calibration.confidence("look", found.signals)
 
     def _look_or_ask(self, job: Job) -> list[Event]:
         """Look closer when the zoom setting and the picture call for it, else on to round 1."""

@@ -167,15 +167,16 @@ BUILTIN_PRESETS: dict[str, Preset] = {
             ),
             build=_build_tiny,
             # Two tries per reply: constrained decoding makes replies parseable, and a greedy
-            # 135M model that repeated itself once mostly repeats itself again. Its searches score
-            # views by their answers: the 135M model says "no" to every "Is there...?" (p(yes)
-            # 0.34-0.52 on 32 views of the generated zoom set, objects in view or not). Seven looks
-            # (four views, then three of the best one's quarters) keep a searched sample within
+            # 135M model that repeated itself once mostly repeats itself again. Its searches use
+            # its answerer's own detector (the shape finder and the classifier, no LLM call): the
+            # 135M model says "no" to every "Is there...?" (p(yes) 0.34-0.52 on 32 views of the
+            # generated zoom set, objects in view or not). Five looks (the four quarters, then the
+            # main question on a view around the surest finding) keep a searched sample within
             # about 12 answerer calls with its rounds' sub-questions.
             # Its calibration ships in the package (idealagent/calibrations/tiny.json), fitted on
             # easy-VQA's and the generated zoom set's train splits: docs/benchmarks.md.
             settings={"max_rounds": 2, "max_sub_questions": 2, "confidence_threshold": 0.7, "attempts": 2,
-                      "look_mode": "answers", "look_budget": 7, "calibration": "tiny"},
+                      "look_mode": "detect", "look_budget": 5, "calibration": "tiny"},
             extra="tiny",
         ),
         Preset(

@@ -17,7 +17,7 @@ from idealagent.errors import InputError, SettingError
 
 StructuredMode = Literal["auto", "on", "off"]
 ZoomMode = Literal["auto", "on", "off"]
-LookMode = Literal["auto", "quadtree", "answers", "boxes", "grid"]
+LookMode = Literal["auto", "quadtree", "answers", "detect", "boxes", "grid"]
 RolesSeeMode = Literal["auto", "on", "off"]
 OptionScoring = Literal["letter", "likelihood"]
 
@@ -57,9 +57,10 @@ class AgentSettings(BaseModel):
         9, "Most answerer calls one sample's search may make (views scored, boxes asked for, the main "
         "question on the best view).", flag="--look-budget", ge=1, le=64)
     look_mode: LookMode = _setting(
-        "auto", "How the search picks views: auto (by what the answerer offers: quadtree with yes/no "
-        "probabilities, else boxes named in text, else a grid), quadtree, answers (a quadtree scored by "
-        "the probability of each view's answer to the question), boxes or grid.", flag="--look-mode")
+        "auto", "How the search picks views: auto (by what the answerer offers: its own detector, else a "
+        "quadtree with yes/no probabilities, else boxes named in text, else a grid), detect, quadtree, "
+        "answers (a quadtree scored by the probability of each view's answer to the question), boxes or "
+        "grid.", flag="--look-mode")
     roles_see: RolesSeeMode = _setting(
         "auto", "Show the questioner and the reasoner the picture, and the reasoner the views the search "
         "looked at: auto (for a role whose model takes images, a VLM), on (refused for a text model), off "

@@ -187,18 +187,21 @@ class Round(BaseModel):
         return f"{head}; verdict {self.verdict.answer!r} at {_confidence(self.verdict.acted_on)}"
 
 
-LookKind = Literal["exists", "box", "describe", "answer"]
-SearchMode = Literal["quadtree", "answers", "boxes", "grid"]
+LookKind = Literal["exists", "detect", "box", "describe", "answer"]
+SearchMode = Literal["quadtree", "answers", "detect", "boxes", "grid"]
 
 
 class Look(BaseModel):
     """One closer look at a part of the picture: where, what was asked and what came back."""
 
     box: list[int]  # [x0, y0, x1, y1] in the original picture's pixels (the whole picture for "box")
-    kind: LookKind  # exists: "is the target here?"; box: "where is it?"; describe; answer: the main question
+    # exists: "is the target here?"; detect: the same, asked of the answerer's own detector;
+    # box: "where is it?"; describe; answer: the main question
+    kind: LookKind
     question: str
-    reply: str = ""
-    p_yes: float | None = None  # for "exists": p(yes) from the answer's probability
+    reply: str = ""  # for "detect": what the detector saw ("a yellow circle"), "" for nothing
+    p_yes: float | None = None  # for "exists": p(yes) from the answer's probability; "detect": its score
+    found: list[int] | None = None  # for "detect": where in the view it found the target (original pixels)
     probability: float | None = None  # for the others: the reply's own probability, where the answerer gives one
     depth: int = 0  # the view's level in the quadtree (0: the whole picture)
     where: str = ""  # the box in words: "upper left, about a tenth of the width"
@@ -214,7 +217,7 @@ class Look(BaseModel):
 class Search(BaseModel):
     """A sample's visual search: how its views were chosen and every look, in order."""
 
-    mode: SearchMode  # quadtree (yes/no probabilities), boxes (named in text) or grid (described)
+    mode: SearchMode  # quadtree (yes/no probabilities), answers, detect, boxes (named in text) or grid
     target: str  # what was searched for
     size: list[int]  # the original picture's (width, height), the frame of every box
     looks: list[Look] = Field(default_factory=list)
@@ -228,12 +231,19 @@ class Search(BaseModel):
         """Answerer calls the search made."""
         return len(self.looks)
 
+    @property
+    def found(self) -> float | None:
+        """How sure the search was that the target is where it looked: the highest p(yes) (a
+        yes/no reply's, or a detector's score) of its looks; None where none had one."""
+        scores = [look.p_yes for look in self.looks if look.p_yes is not None and not look.error]
+        return max(scores) if scores else None
+
     def evidence(self) -> list[Look]:
         """The looks the questioner and reasoner are told about: the answer on the best view, the
         descriptions, and views found to hold the target."""
         return [look for look in self.looks if not look.error and (
             (look.kind == "answer" and look.box == self.best) or look.kind == "describe"
-            or (look.kind == "exists" and (look.p_yes or 0) >= 0.5))]
+            or (look.kind in ("exists", "detect") and (look.p_yes or 0) >= 0.5))]
 
 
 class Shown(BaseModel):

@@ -72,6 +72,22 @@ class Answer:
 Reply = str | Answer
 
 
+@dataclass(frozen=True)
+class Detection:
+    """Whether a named thing is in an image, from an answerer that can look for it (``detect``,
+    with ``Capabilities.detects``): how sure (``score`` 0..1), what it found there, and where
+    (``box``: x0, y0, x1, y1, each 0..1 of the image's width and height), if it can tell."""
+
+    score: float
+    label: str = ""
+    box: tuple[float, float, float, float] | None = None
+
+
+def detect_each(answerer: Any, requests: Sequence[tuple[Image, str]]) -> list[Detection | Exception]:
+    """One Detection or one exception per (image, target), as ``answer_each`` does for answers."""
+    return each(answerer.detect, requests)  # type: ignore[arg-type]
+
+
 def text_of(answer: Reply) -> str:
     """The text of an answer, whichever form it came in."""
     return answer.text if isinstance(answer, Answer) else str(answer)

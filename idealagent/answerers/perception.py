@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import pickle
 import re
 import time
@@ -22,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from idealagent import parsing
-from idealagent.answerers import Answer, OptionScore, OptionsRequest
-from idealagent.answerers.shapes import SHAPE_SIDE, find_shape, say_shape
+from idealagent.answerers import Answer, Detection, OptionScore, OptionsRequest
+from idealagent.answerers.shapes import LOCATE_MIN_SHARE, LOCATE_SIDE, SHAPE_SIDE, find_shape, say_shape
 from idealagent.capabilities import Capabilities
 from idealagent.confidence import answer_probability, message_logprobs
 from idealagent.errors import ModelLoadError, one_line
@@ -274,7 +275,8 @@ def _a(noun: str) -> str:
 class PerceptionAnswerer:
     """Describes each image with :func:`describe`, then lets a text LLM answer from the description."""
 
-    capabilities = Capabilities(logprobs=True)  # one local model: each answer's token probability
+    # One local model (each answer's token probability); its perception looks for named things.
+    capabilities = Capabilities(logprobs=True, detects=True)
     # The classifier sees 224x224 (colours are counted on a 64 px thumbnail): a search's views
     # are cut at least that big, and only pictures four times larger are searched (zoom=auto).
     view_size = ViewSize(max_side=INPUT_SIZE, min_side=INPUT_SIZE)
@@ -292,7 +294,8 @@ class PerceptionAnswerer:
         self._chat = llm
         self._llm = _short_answer_model(llm)
         # Options are scored where the LLM scores given replies (our local model does).
-        self.capabilities = Capabilities(logprobs=True, likelihood=callable(getattr(llm, "reply_logprobs", None)))
+        self.capabilities = Capabilities(logprobs=True, likelihood=callable(getattr(llm, "reply_logprobs", None)),
+                                         detects=True)
 
     def cache_identity(self) -> dict[str, Any] | None:
         """What, besides the request, decides a reply (for ``CachedAnswerer``): the classifier's
@@ -345,6 +348,40 @@ class PerceptionAnswerer:
                  for image, question, options in requests for option in options]
         scores = iter(self._chat.reply_logprobs(pairs))  # type: ignore[attr-defined]
         return [[OptionScore(*next(scores)) for _ in options] for _, _, options in requests]
+
+
+    def detect(self, requests: Sequence[tuple[Image.Image, str]]) -> list[Detection]:
+        """Whether each target is in its image, from perception alone (no LLM call), for a
+        search's views. A target named as a shape or an object ("the small shape", "a red
+        circle") is looked for with the shape finder on a finer thumbnail, which also says
+        where it is; any other target, in the classifier's guesses whose names hold its last
+        word ("cat" in "tiger cat"), with their probability and no box. It knows nothing else:
+        a score of 0 means it cannot see one, not that there is none."""
+        nouns = [_head_noun(target) for _, target in requests]
+        others = [image for (image, _), noun in zip(requests, nouns) if noun not in SHAPE_NOUNS]
+        guesses = iter(self.classifier.classify(others, top_k=DETECT_TOP_K))
+        found = []
+        for (image, _), noun in zip(requests, nouns):
+            if noun in SHAPE_NOUNS:
+                shape = find_shape(*_palette_pixels(image, LOCATE_SIDE), COLOUR_NAMES, min_share=LOCATE_MIN_SHARE)
+                found.append(Detection(0.0) if shape is None else Detection(
+                    1.0 - math.exp(-shape.strength / STRENGTH_SCALE), f"a {shape.colour} {shape.shape}", shape.box))
+                continue
+            named = [g for g in next(guesses) if noun in re.findall(r"[a-z]+", g.label.lower())]
+            found.append(Detection(min(1.0, sum(g.probability for g in named)), ", ".join(g.label for g in named)))
+        return found
+
+
+SHAPE_NOUNS = frozenset({"shape", "object", "thing", "item", "circle", "rectangle", "square", "triangle"})
+DETECT_TOP_K = 10  # classifier guesses a target is looked for among
+STRENGTH_SCALE = 50.0  # a shape's strength (contrast) this large reads as p 0.63 that it is there
+
+
+def _head_noun(target: str) -> str:
+    """The last word of a target, singular: "small shapes" → "shape"."""
+    words = re.findall(r"[a-z]+", target.lower())
+    noun = words[-1] if words else ""
+    return noun[:-1] if noun.endswith("s") and not noun.endswith("ss") and len(noun) > 3 else noun
 
 
 def _short_answer_model(llm: BaseChatModel) -> Runnable:

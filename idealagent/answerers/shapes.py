@@ -28,6 +28,12 @@ MAX_SHARE = 0.25  # a patch larger than this share of the thumbnail is backgroun
 MIN_FILL = 0.35  # of its bounding box: thinner patches are strokes and outlines
 MIN_CONTRAST = 25.0  # CIELAB distance between the patch and the ring around it
 RING = 2  # thumbnail pixels around the patch that count as its surroundings
+# Where a search asks whether a shape is in a view (``PerceptionAnswerer.detect``): a larger
+# thumbnail and a smaller least share, so a shape a tenth of a view's width is still found. On
+# the generated zoom set's train split this put the object in the strongest quarter of 45 of 60
+# pictures (docs/benchmarks.md); the describing thumbnail above, in 18 of 40.
+LOCATE_SIDE = 160
+LOCATE_MIN_SHARE = 0.003
 # A patch's fill of its bounding box, and the shape it suggests (from the fullest).
 FILLS = ((0.9, "rectangle"), (0.68, "circle"), (0.0, "triangle"))
 
@@ -40,6 +46,7 @@ class Shape(NamedTuple):
     share: float  # of the thumbnail's pixels
     contrast: float  # CIELAB distance to its surroundings
     centre: tuple[float, float]  # (x, y), each 0..1 of the picture's width and height
+    box: tuple[float, float, float, float]  # (x0, y0, x1, y1) of its pixels, each 0..1 likewise
 
     @property
     def strength(self) -> float:
@@ -47,11 +54,13 @@ class Shape(NamedTuple):
         return self.contrast * min(1.0, self.share * SHAPE_SIDE * SHAPE_SIDE / 30)
 
 
-def find_shape(names: np.ndarray, lab: np.ndarray, flatness: np.ndarray, colour_names: tuple[str, ...]) -> Shape | None:
+def find_shape(names: np.ndarray, lab: np.ndarray, flatness: np.ndarray, colour_names: tuple[str, ...],
+               min_share: float = MIN_SHARE) -> Shape | None:
     """The flat-coloured patch that stands out most in a thumbnail, or None.
 
     ``names`` (H, W) are palette indices into ``colour_names``, ``lab`` (H, W, 3) the CIELAB
-    values and ``flatness`` (H, W) each pixel's distance to its nearest prototype.
+    values and ``flatness`` (H, W) each pixel's distance to its nearest prototype. Patches
+    under ``min_share`` of the thumbnail are passed over (smaller when searching: ``LOCATE``).
     """
     height, width = names.shape
     flat = flatness < FLAT
@@ -61,7 +70,7 @@ def find_shape(names: np.ndarray, lab: np.ndarray, flatness: np.ndarray, colour_
         for index in range(1, count + 1):
             ys, xs = np.nonzero(labels == index)
             area = len(ys)
-            if area < MIN_SHARE * height * width or area > MAX_SHARE * height * width:
+            if area < min_share * height * width or area > MAX_SHARE * height * width:
                 continue
             y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
             if y0 == 0 or x0 == 0 or y1 == height or x1 == width:
@@ -79,7 +88,8 @@ def find_shape(names: np.ndarray, lab: np.ndarray, flatness: np.ndarray, colour_
                 continue
             shape = next(name for floor, name in FILLS if fill >= floor)
             found = Shape(colour_names[int(colour)], shape, area / (height * width), contrast,
-                          ((x0 + x1) / 2 / width, (y0 + y1) / 2 / height))
+                          ((x0 + x1) / 2 / width, (y0 + y1) / 2 / height),
+                          (x0 / width, y0 / height, x1 / width, y1 / height))
             if best is None or found.strength > best.strength:
                 best = found
     return best

@@ -1,8 +1,8 @@
 """``idealagent calibrate``: fit a Calibration (calibration.py) on a labelled results file.
 
 Every candidate answer a run produced is a training example, not only the final answers: the
-direct answer of each sample (and the answer on its closer look, fitted as a direct answer)
-and the verdict of each round, each with the signals recorded in
+direct answer of each sample, the answer on its closer look (fitted on its own where there
+are enough of them, else as a direct answer) and the verdict of each round, each with the signals recorded in
 its trace and, as its label, its own score against the gold answers (the benchmark's metric).
 So the fit learns both when to stop and which candidate to keep.
 """
@@ -26,7 +26,7 @@ def labelled_candidates(header: dict[str, Any], rows: Sequence[dict[str, Any]]) 
     Failed samples and traces without signals (written before calibration existed) give none.
     """
     vqa_metric = header_field(header, "vqa_metric")
-    examples: dict[CandidateKind, list[Example]] = {"direct": [], "verdict": []}
+    examples: dict[CandidateKind, list[Example]] = {"direct": [], "look": [], "verdict": []}
 
     def label(row: dict[str, Any], answer: str, choice_index: int | None) -> float:
         return _label(row, answer, choice_index, vqa_metric)
@@ -40,8 +40,8 @@ def labelled_candidates(header: dict[str, Any], rows: Sequence[dict[str, Any]]) 
             examples["direct"].append((direct.get("signals") or {}, label(row, direct["answer"],
                                                                           direct.get("choice_index"))))
         looked = (trace.get("search") or {}).get("answer") or {}
-        if looked.get("answer") is not None and looked.get("signals"):  # calibrated as a direct answer
-            examples["direct"].append((looked["signals"], label(row, looked["answer"], looked.get("choice_index"))))
+        if looked.get("answer") is not None and looked.get("signals"):
+            examples["look"].append((looked["signals"], label(row, looked["answer"], looked.get("choice_index"))))
         for round_ in trace.get("rounds") or []:
             verdict = round_.get("verdict") or {}
             if verdict.get("answer") is not None and verdict.get("signals"):

@@ -85,8 +85,13 @@ class Box(NamedTuple):
     def expanded(self, min_side: int, size: Size) -> Box:
         """At least ``min_side`` on each side (or the picture's side, if smaller), grown about the
         centre and shifted to stay inside ``size``: a small box is looked at with its context."""
-        x0, x1 = _grow(self.x0, self.x1, min_side, size[0])
-        y0, y1 = _grow(self.y0, self.y1, min_side, size[1])
+        return self.grown(min_side, min_side, size)
+
+    def grown(self, min_width: int, min_height: int, size: Size) -> Box:
+        """At least ``min_width`` by ``min_height`` (each at most the picture's side), grown about
+        the centre and shifted to stay inside ``size``."""
+        x0, x1 = _grow(self.x0, self.x1, min_width, size[0])
+        y0, y1 = _grow(self.y0, self.y1, min_height, size[1])
         return Box(x0, y0, x1, y1)
 
     def scaled(self, factor_x: float, factor_y: float) -> tuple[float, float, float, float]:

@@ -14,6 +14,11 @@ The mode follows what the answerer offers (``choose_mode``):
   by the probability of its answer (for an answerer whose yes/no replies carry no signal, such
   as the ``tiny`` preset's 135M LLM, which says "no" to every "Is there...?"); the most
   confident view's answer is the search's answer, with no further call.
+- ``detect``: the answerer's own detector (``Capabilities.detects``, such as the ``tiny`` preset's
+  shape finder and classifier) says how sure it is that the target is in each quarter of the
+  picture, and where; the main question is then asked of a view around the surest finding (a
+  quarter of the picture's width and height, the quadtree's second level), or of its quarter
+  where the detector cannot say where. Four looks and one answer: five calls.
 - ``boxes``: the answerer names where the target is, as a box in its own convention; a reply
   with no usable box is asked once more; the main question is then asked of that view.
 - ``grid``: neither. A grid of views, each described once (the answerer's ``caption``), which
@@ -28,12 +33,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from idealagent.answerers import Reply, probability_of, text_of
+from idealagent.answerers import Detection, Reply, probability_of, text_of
 from idealagent.capabilities import capabilities_of
 from idealagent.errors import one_line
 from idealagent.looking.boxes import Box, BoxConvention, describe_box, parse_box
 from idealagent.looking.questions import look_question, p_yes
-from idealagent.looking.search import GridSearch, QuadtreeSearch
+from idealagent.looking.search import GridSearch, QuadtreeSearch, split
 from idealagent.looking.views import Picture, ViewSize
 from idealagent.trace import Look, LookKind, Search, SearchMode
 
@@ -91,6 +96,8 @@ def choose_mode(answerer: Any, setting: str) -> tuple[SearchMode, BoxConvention 
         if setting == "boxes" and convention is None:
             convention = "norm1000"  # the commonest convention of grounding models
         return setting, convention  # type: ignore[return-value]
+    if capabilities.detects:  # its own detector says where: surer than a yes/no reply
+        return "detect", convention
     if capabilities.logprobs:
         return "quadtree", convention
     if convention is not None:
@@ -201,9 +208,11 @@ class LookCloser:
                     depth=_depth(request.box, self.picture.size))
         if isinstance(reply, Exception):
             look.error = f"{type(reply).__name__}: {one_line(reply)}"
+        elif request.kind == "detect":
+            return self._read_detection(look, request.box, reply)  # type: ignore[arg-type]
         else:
             look.reply = text_of(reply)
-        if not look.error and request.kind != "exists":
+        if not look.error and request.kind not in ("exists", "detect"):
             look.probability = probability_of(reply)  # type: ignore[arg-type]
         if request.kind == "exists":
             look.p_yes = None if look.error else p_yes(reply)  # type: ignore[arg-type]
@@ -220,6 +229,21 @@ class LookCloser:
             if found is not None:
                 self._found = found
                 look.where = f"named {describe_box(found, self.picture.size)}"
+        return look
+
+    def _read_detection(self, look: Look, view: Box, found: Detection) -> Look:
+        """A detector's finding in ``view``: its score as p(yes), and the box it names, if any, in
+        the picture's pixels (the place said in words is then the box's)."""
+        if not isinstance(found, Detection):
+            look.error = f"TypeError: detect gave {type(found).__name__}, not a Detection"
+            return look
+        look.reply, look.p_yes = found.label, min(1.0, max(0.0, found.score))
+        if found.box is not None and look.p_yes > 0:
+            x0, y0, x1, y1 = found.box
+            box = Box.clamped(view.x0 + x0 * view.width, view.y0 + y0 * view.height,
+                              view.x0 + x1 * view.width, view.y0 + y1 * view.height, self.picture.size)
+            if box is not None:
+                look.found, look.where = list(box), describe_box(box, self.picture.size)
         return look
 
     # -- what to ask next -------------------------------------------------------------------------
@@ -249,6 +273,15 @@ class LookCloser:
                 return
             best = self._views.best()
             self._ask_main(best.box if best is not None and best.confidence() > 0 else None)
+        elif self.mode == "detect":
+            if not self.search.looks:
+                whole = Box.whole(self.picture.size)
+                quarters = split(whole)
+                views = quarters if room > len(quarters) else [whole]  # and a call kept for the answer
+                question = look_question("exists", target=self.search.target)
+                self._pending = [LookRequest(box, "detect", question) for box in views[:room]]
+                return
+            self._ask_main(self._zoomed_on_finding())
         elif self.mode == "grid":
             assert isinstance(self._views, GridSearch)
             question = look_question("describe")
@@ -261,6 +294,21 @@ class LookCloser:
                 self._pending = [LookRequest(Box.whole(self.picture.size), "box", question)]
                 return
             self._ask_main(self._found)
+
+    def _zoomed_on_finding(self) -> Box | None:
+        """The view around the detector's surest finding: a quarter of the picture's width and
+        height (or twice the finding, if larger) centred on it; its look's own view where it named
+        no box; None where nothing was found or only the whole picture was looked at unboxed."""
+        found = [look for look in self.search.looks if look.kind == "detect" and (look.p_yes or 0) > 0]
+        if not found:
+            return None
+        best = max(found, key=lambda look: look.p_yes or 0.0)
+        width, height = self.picture.size
+        if best.found is not None:
+            box = Box(*best.found)
+            return box.grown(max(width // 4, 2 * box.width), max(height // 4, 2 * box.height), self.picture.size)
+        view = Box(*best.box)
+        return None if view == Box.whole(self.picture.size) else view
 
     def _ask_main(self, box: Box | None) -> None:
         """The main question, asked of the view at ``box`` (nothing when no view was found)."""
@@ -292,5 +340,6 @@ def evidence_lines(search: Search | None) -> list[str]:
             lines.append(f"The {look.where}: {look.reply}")
         else:
             chance = f" (p {look.p_yes:.2f})" if look.p_yes is not None else ""
-            lines.append(f"The {search.target} seems to be in the {look.where}{chance}")
+            seen = f": {look.reply}" if look.kind == "detect" and look.reply else ""
+            lines.append(f"The {search.target} seems to be in the {look.where}{seen}{chance}")
     return lines
