@@ -20,6 +20,7 @@ from idealagent.errors import InputError
 from idealagent.events import Looked
 from idealagent.looking import Box
 from idealagent.looking.closer import LookCloser, choose_mode
+from idealagent.looking.draw import BEST_COLOUR, FOUND_COLOUR, draw_looks
 from idealagent.looking.views import Picture
 from idealagent.testing import ScriptedChatModel
 from tests.test_looking_loop import SIZE, SQUARE, SeeingAnswerer, agent_for, picture_file
@@ -80,6 +81,10 @@ def test_the_detector_finds_the_square_and_the_question_is_asked_around_it(tmp_p
     assert "The small square seems to be in the lower right" in reasoner_prompt and ": a red square (p 0.90)" in reasoner_prompt
     assert trace.answer == "red" and trace.answer_source == "look"
     assert sum(len(event.looks) for event in events if isinstance(event, Looked)) == 5
+    # --show-looks draws the finding (magenta) around the square, inside the best view (cyan).
+    drawn = draw_looks(Image.new("RGB", SIZE, "white"), search)
+    x0, y0, _, _ = hit[0].found
+    assert drawn.getpixel((x0 + 1, y0 + 1)) == FOUND_COLOUR and drawn.getpixel((best.x0, best.y0 + 200)) == BEST_COLOUR
 
 
 def test_pipelined_and_lock_step_detect_searches_are_equal(tmp_path):

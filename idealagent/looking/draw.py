@@ -1,8 +1,8 @@
 """Seeing where the agent looked: a trace's search drawn on its picture.
 
 ``draw_looks`` draws the box of every look on a copy of the picture, numbered in the order the
-answerer was asked about it, and the best view (the one the main question was asked of) in a
-colour of its own. ``write_looks`` loads the picture a trace names, draws and saves it;
+answerer was asked about it, the best view (the one the main question was asked of) in a
+colour of its own, and where a detector found the target (``Look.found``) in another. ``write_looks`` loads the picture a trace names, draws and saves it;
 ``check_looks_path`` refuses a file that could not be written before anything runs, and
 ``no_look_reason`` says why a trace has no search to draw.
 """
@@ -24,6 +24,7 @@ from idealagent.trace import Search, Trace
 LOOK_COLOUR = (255, 170, 0)  # amber: a view the answerer was asked about
 BEST_COLOUR = (0, 200, 255)  # cyan: the best view, the one the main question was asked of
 FAILED_COLOUR = (160, 160, 160)  # grey: a look the answerer failed on
+FOUND_COLOUR = (255, 0, 200)  # magenta: where a detector found the target in a view (``detect`` looks)
 LABEL_TEXT = (0, 0, 0)
 
 
@@ -48,6 +49,9 @@ def draw_looks(image: Image.Image, search: Search) -> Image.Image:
     for look, colour in zip(search.looks, colours):
         if colour != BEST_COLOUR:
             pen.rectangle(corners(look.box), outline=colour, width=line)
+    for look in search.looks:
+        if look.found and not look.error:
+            pen.rectangle(corners(look.found), outline=FOUND_COLOUR, width=line)
     if best is not None:  # on top of the others
         pen.rectangle(corners(list(best)), outline=BEST_COLOUR, width=line)
     font = _font(max(12, 5 * line))
