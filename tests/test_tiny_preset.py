@@ -16,12 +16,18 @@ from idealagent import Sample, Trace, load_preset
 from idealagent.examples import example_image
 from idealagent.parsing import normalize_question
 
-pytestmark = pytest.mark.real_weights
+# Their questions are asked in the README's quick start and the quickstart notebook too, so
+# with the shared response cache a full run of the suite generates each reply once.
+pytestmark = [pytest.mark.real_weights, pytest.mark.tiny_replies]
 
 
 @pytest.fixture(scope="module")
-def agent():
-    return load_preset("tiny")
+def agent(tiny_replies):
+    # Built before the autouse fixture sets each test's cache folder (a module fixture comes
+    # first): without this it would read the user's own cache of earlier runs.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IDEALAGENT_RESPONSE_CACHE", str(tiny_replies))
+        return load_preset("tiny")
 
 
 def check_trace(trace: Trace) -> None:
