@@ -48,8 +48,22 @@ def verdict(answer: str, confidence: float, analysis: str = "because") -> str:
     return json.dumps({"analysis": analysis, "answer": answer, "confidence": confidence})
 
 
+@pytest.fixture(scope="session")
+def tiny_replies(tmp_path_factory):
+    """The response cache the ``tiny_replies`` tests share: empty when the session starts, so
+    they read only replies the real tiny preset generated in this session, for the same request
+    (its rendered prompt, image pixels and limits) in another of them."""
+    return tmp_path_factory.mktemp("tiny-replies")
+
+
 @pytest.fixture(autouse=True)
-def _response_cache(tmp_path_factory, monkeypatch) -> None:
+def _response_cache(request, tmp_path_factory, monkeypatch) -> None:
     """Each test gets an empty response cache of its own (subprocesses inherit it), so a test
-    never reads replies another test or an earlier run stored."""
-    monkeypatch.setenv("IDEALAGENT_RESPONSE_CACHE", str(tmp_path_factory.mktemp("responses")))
+    never reads replies another test or an earlier run stored. The ``tiny_replies`` tests (the
+    real tiny preset end to end) share one instead: SmolLM2 on two cores is most of the suite's
+    time, and the same request is generated once, by whichever of them sends it first."""
+    if request.node.get_closest_marker("tiny_replies"):
+        folder = request.getfixturevalue("tiny_replies")
+    else:
+        folder = tmp_path_factory.mktemp("responses")
+    monkeypatch.setenv("IDEALAGENT_RESPONSE_CACHE", str(folder))

@@ -253,6 +253,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_sample(tmp_path: Pat
 
 
 @pytest.mark.real_weights
+@pytest.mark.tiny_replies  # its 3 samples are among the evaluation notebook's 5 (seed 0)
 def test_easy_vqa_end_to_end_with_the_tiny_preset(tmp_path: Path) -> None:
     out = tmp_path / "easy.jsonl"
     result = invoke("eval", "easy-vqa", "--out", str(out), "--limit", "3", "--preset", "tiny")

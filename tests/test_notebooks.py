@@ -16,6 +16,7 @@ REGENERATE = "its saved outputs are out of date; run `make notebooks` to save th
 
 
 @pytest.mark.real_weights
+@pytest.mark.tiny_replies  # the kernel inherits the shared response cache
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_and_shows_what_is_saved(path, tmp_path):
     saved = nbformat.read(path, as_version=4)

@@ -40,6 +40,8 @@ TRACE_LINE = re.compile(r"^'.+' → ('.+' at \d\.\d\d( \(the direct answer\)| \(
                         r"after \d+ rounds?; \w+$")
 
 
+@pytest.mark.real_weights
+@pytest.mark.tiny_replies
 def test_the_quick_start_runs_and_stream_prints_one_line_per_step(monkeypatch):
     printed = run(block('load_preset("tiny")'), monkeypatch).splitlines()
     answer, confidence, stop = printed[0].rsplit(" ", 2)
