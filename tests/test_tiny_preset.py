@@ -70,7 +70,7 @@ def test_choice_kinds_always_answer_with_a_choice(agent):
 
 def test_cli_json_prints_only_the_trace():
     result = subprocess.run(
-        [sys.executable, "-m", "idealagent.cli", "ask", str(example_image("cat")), "What animal is this?", "--json"],
+        [sys.executable, "-m", "idealagent.cli", "ask", str(example_image("cat")), "What animal is in the picture?", "--json"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
