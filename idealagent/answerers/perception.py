@@ -335,7 +335,6 @@ class PerceptionAnswerer:
             answers.append(Answer(text, *_reply_tokens(reply), probability=probability))
         return answers
 
-
     def option_logprobs(self, requests: Sequence[OptionsRequest]) -> list[list[OptionScore] | Exception]:
         """Each option's ``OptionScore`` as the LLM's reply to its question about the image's
         description, written as its exemplars reply (``{"answer": ...}``), in one LLM call."""
@@ -348,7 +347,6 @@ class PerceptionAnswerer:
                  for image, question, options in requests for option in options]
         scores = iter(self._chat.reply_logprobs(pairs))  # type: ignore[attr-defined]
         return [[OptionScore(*next(scores)) for _ in options] for _, _, options in requests]
-
 
     def detect(self, requests: Sequence[tuple[Image.Image, str]]) -> list[Detection]:
         """Whether each target is in its image, from perception alone (no LLM call), for a
