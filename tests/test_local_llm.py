@@ -381,3 +381,28 @@ def test_smollm2_converts_once_then_loads_from_cache(tmp_path, caplog):
     row = structured.invoke(question)
     assert row["parsing_error"] is None, row["raw"].content
     assert isinstance(row["parsed"], Answer)
+
+
+def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path):
+    """transformers opens the GGUF three times in a conversion; inside ``_one_gguf_read`` the
+    three openings share one parsed reader, and the real reader is back afterwards."""
+    import gguf
+    import numpy as np
+
+    from idealagent.llms.smollm2 import _one_gguf_read
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_uint32("test.value", 7)
+    writer.add_tensor("weight", np.arange(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    original = gguf.GGUFReader
+    with _one_gguf_read():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first and isinstance(first, original)
+        assert first.fields["test.value"].contents() == 7
+        assert gguf.GGUFReader(path, "c") is not first  # another mode is another reader
+    assert gguf.GGUFReader is original
