@@ -203,8 +203,8 @@ class Machine:
         if answer is not None:
             if look.probability is not None:
                 found.signals["answer_prob"] = look.probability
-            if search.found is not None:
-                found.signals["found"] = search.found
+            if search.presence is not None:
+                found.signals["found"] = search.presence
             found.calibrated = self.settings.calibration.confidence("look", found.signals)
 
     def _look_or_ask(self, job: Job) -> list[Event]:

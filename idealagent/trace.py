@@ -232,7 +232,7 @@ class Search(BaseModel):
         return len(self.looks)
 
     @property
-    def found(self) -> float | None:
+    def presence(self) -> float | None:
         """How sure the search was that the target is where it looked: the highest p(yes) (a
         yes/no reply's, or a detector's score) of its looks; None where none had one."""
         scores = [look.p_yes for look in self.looks if look.p_yes is not None and not look.error]

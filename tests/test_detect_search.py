@@ -73,7 +73,7 @@ def test_the_detector_finds_the_square_and_the_question_is_asked_around_it(tmp_p
     best = Box(*search.best)
     assert best.contains(SQUARE) and (best.width, best.height) == (SIZE[0] // 4, SIZE[1] // 4)
     assert search.looks[-1].reply == "red" and search.answer.answer == "red"
-    assert search.found == 0.9 and search.answer.signals == {"answer_prob": 0.6, "found": 0.9}
+    assert search.presence == 0.9 and search.answer.signals == {"answer_prob": 0.6, "found": 0.9}
     reasoner_prompt = llm.calls[-1][-1].content
     assert "The small square seems to be in the lower right" in reasoner_prompt and ": a red square (p 0.90)" in reasoner_prompt
     assert trace.answer == "red" and trace.answer_source == "look"

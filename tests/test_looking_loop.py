@@ -224,7 +224,7 @@ def test_the_answer_on_the_closer_look_is_a_candidate_and_can_win(tmp_path, pipe
     looked = trace.search.answer
     assert looked.answer == "red" and looked.calibrated == 0.6
     # ``found``: the search's surest p(yes), the probability of the "yes" that led it to the square.
-    assert looked.signals == {"answer_prob": 0.6, "found": trace.search.found} and trace.search.found >= 0.5
+    assert looked.signals == {"answer_prob": 0.6, "found": trace.search.presence} and trace.search.presence >= 0.5
     assert trace.answer == "red" and trace.answer_source == "look" and trace.confidence == 0.6
     assert "(from a closer look)" in str(trace)
 

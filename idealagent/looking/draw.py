@@ -2,9 +2,10 @@
 
 ``draw_looks`` draws the box of every look on a copy of the picture, numbered in the order the
 answerer was asked about it, the best view (the one the main question was asked of) in a
-colour of its own, and where a detector found the target (``Look.found``) in another. ``write_looks`` loads the picture a trace names, draws and saves it;
-``check_looks_path`` refuses a file that could not be written before anything runs, and
-``no_look_reason`` says why a trace has no search to draw.
+colour of its own, and where a detector found the target (``Look.found``) in another.
+``write_looks`` loads the picture a trace names, draws and saves it; ``check_looks_path``
+refuses a file that could not be written before anything runs, and ``no_look_reason`` says
+why a trace has no search to draw.
 """
 
 from __future__ import annotations
