@@ -13,8 +13,9 @@ boxes in text (``parse_box``, then one view), or neither (the grid).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from idealagent.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from idealagent.looking.boxes import BOX_CONVENTIONS, Box, BoxConvention, describe_box, parse_box
@@ -24,11 +25,12 @@ if TYPE_CHECKING:
 
 # Each name and the module that defines it, imported on first use (PEP 562): a module that needs
 # only ``looking.boxes`` (the console, the CLI's help) does not import the prompts and LangChain.
+_IN = "idealagent.looking."
 _HOMES = {
-    **dict.fromkeys(("BOX_CONVENTIONS", "Box", "BoxConvention", "describe_box", "parse_box"), "boxes"),
-    **dict.fromkeys(("look_question", "p_yes", "reads_yes"), "questions"),
-    **dict.fromkeys(("GridSearch", "Look", "QuadtreeSearch", "grid_boxes", "split"), "search"),
-    **dict.fromkeys(("Picture", "ViewSize"), "views"),
+    **dict.fromkeys(("BOX_CONVENTIONS", "Box", "BoxConvention", "describe_box", "parse_box"), _IN + "boxes"),
+    **dict.fromkeys(("look_question", "p_yes", "reads_yes"), _IN + "questions"),
+    **dict.fromkeys(("GridSearch", "Look", "QuadtreeSearch", "grid_boxes", "split"), _IN + "search"),
+    **dict.fromkeys(("Picture", "ViewSize"), _IN + "views"),
 }
 
 __all__ = [
@@ -50,13 +52,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'idealagent.looking' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"idealagent.looking.{_HOMES[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES, __all__)
