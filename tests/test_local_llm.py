@@ -144,6 +144,26 @@ def test_structured_output_batch_gives_schema_valid_objects(chat, generate_calls
     assert as_dicts == [r.model_dump() for r in replies]
 
 
+def test_role_copies_share_one_grammar_compiler(tiny_llama_path, monkeypatch):
+    """The tiny preset's roles are ``model_copy``s of one model: the tokenizer's token table is
+    built once for all of them, and a schema compiled for one is reused by another."""
+    import xgrammar
+
+    built, compiled = [], []
+    from_huggingface, compile_json_schema = xgrammar.TokenizerInfo.from_huggingface, xgrammar.GrammarCompiler.compile_json_schema
+    monkeypatch.setattr(xgrammar.TokenizerInfo, "from_huggingface",
+                        lambda *a, **k: built.append(1) or from_huggingface(*a, **k))
+    monkeypatch.setattr(xgrammar.GrammarCompiler, "compile_json_schema",
+                        lambda self, *a, **k: compiled.append(self) or compile_json_schema(self, *a, **k))
+    model = LocalChatModel.from_pretrained(tiny_llama_path, max_new_tokens=24)  # a tokenizer of its own
+    short, long = model.model_copy(update={"max_new_tokens": 8}), model.model_copy(update={"max_new_tokens": 200})
+    counted = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    first = long.with_structured_output(Verdict).invoke(CONVERSATIONS[0])
+    short.with_structured_output(counted).invoke(CONVERSATIONS[1])  # another role, another schema
+    again = short.with_structured_output(Verdict, include_raw=True).invoke(CONVERSATIONS[0])
+    assert len(built) == 1 and len(compiled) == 3 and compiled[0] is compiled[1] is compiled[2]
+    assert isinstance(first, Verdict) and again["parsing_error"] is not None  # 8 tokens: cut short
+
 def test_reasoner_schemas_hold_under_constrained_decoding_from_random_weights(chat):
     """The agent's own verdict schemas, not just a test schema: a random model's open answer
     still starts like a word and stays a short phrase; a choice answer is one of the letters."""
