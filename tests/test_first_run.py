@@ -48,7 +48,7 @@ def test_the_cli_announces_the_conversion_once_before_it_starts(
 
     (before,) = conversions
     assert before == (f"converting SmolLM2-135M-Instruct for transformers into {folder} (once: about 520 MB, "
-                      "a minute or more; set IDEALAGENT_CACHE to put it elsewhere)…\n")  # fmt: skip
+                      "half a minute or so; set IDEALAGENT_CACHE to put it elsewhere)…\n")  # fmt: skip
     assert after.startswith("SmolLM2 converted in ") and str(folder) in after
     assert again == ""
     assert smollm2.is_converted(folder)

