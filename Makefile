@@ -38,8 +38,11 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/idealagent ask $(DEMO_IMAGE) "$(DEMO_QUESTION)" --preset tiny
 
+# LONG=1 adds the long checks (the notebooks executed end to end, the GPU check's dry run; about
+# two minutes more), which CI runs (.ci/run) and a plain `make test` skips.
+LONG ?= 0
 test: setup
-	$(VENV)/bin/python -m pytest -q
+	IDEALAGENT_LONG_TESTS=$(LONG) $(VENV)/bin/python -m pytest -q
 
 # Throughput of the batched loop and of the direct-answer baseline on the tiny preset
 # (easy-VQA questions, offline). Any preset: idealagent bench --preset NAME -b 1 -b 32.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.long  # about 35 s of subprocesses; CI runs it
 
 
 def summarise(out: Path, *options: str) -> subprocess.CompletedProcess:

@@ -376,23 +376,25 @@ def test_tokenizer_without_chat_template_is_a_load_error(chat, tiny_llama_path, 
 
 
 @pytest.mark.real_weights
-def test_smollm2_converts_once_then_loads_from_cache(tmp_path, caplog):
-    from idealagent.llms.smollm2 import load_smollm2
+def test_smollm2_converts_once_then_loads_from_cache(smollm2_converted, caplog):
+    """The conversion a user's first tiny run makes: the session's, made once in an empty model
+    cache before the first real tiny-preset test (tests/conftest.py) and loaded by all of them."""
+    from idealagent.llms.smollm2 import is_converted, load_smollm2
 
     class Answer(BaseModel):
         answer: Literal["yes", "no"]
         reason: str = Field(max_length=80)
 
-    cache = tmp_path / "smollm2"
-    with caplog.at_level("INFO", logger="idealagent.llms.smollm2"):
-        load_smollm2(cache_dir=cache)
-    assert "converting" in caplog.text
-    assert [p.name for p in tmp_path.iterdir()] == ["smollm2"]  # no staging folder left
+    assert "converting SmolLM2-135M-Instruct" in smollm2_converted.log
+    assert "SmolLM2 converted in" in smollm2_converted.log
+    assert is_converted(smollm2_converted.folder) and smollm2_converted.staging_left == []
+    assert {p.name for p in smollm2_converted.folder.iterdir()} == {
+        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "chat_template.jinja"}
 
-    caplog.clear()
     started = time.perf_counter()
     with caplog.at_level("INFO", logger="idealagent.llms.smollm2"):
-        chat = load_smollm2(cache_dir=cache, max_new_tokens=64)
+        chat = load_smollm2(max_new_tokens=64)  # the default folder: the session's cache
     assert time.perf_counter() - started < 10
     assert "converting" not in caplog.text
 

@@ -15,6 +15,7 @@ from tests.notebook_outputs import METADATA_KEY, NOTEBOOKS, execute, output_kind
 REGENERATE = "its saved outputs are out of date; run `make notebooks` to save them again"
 
 
+@pytest.mark.long  # about 100 s; the saved outputs' fingerprint is checked in every run (below)
 @pytest.mark.real_weights
 @pytest.mark.tiny_replies  # the kernel inherits the shared response cache
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
