@@ -38,8 +38,9 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/idealagent ask $(DEMO_IMAGE) "$(DEMO_QUESTION)" --preset tiny
 
-# LONG=1 adds the long checks (the notebooks executed end to end, the GPU check's dry run; about
-# two minutes more), which CI runs (.ci/run) and a plain `make test` skips.
+# LONG=1 adds the long checks (the notebooks executed end to end, the real tiny preset's easy-VQA
+# evaluation and choice kinds, the GPU check's dry run; about two minutes more), which CI runs
+# (.ci/run) and a plain `make test` skips.
 LONG ?= 0
 test: setup
 	IDEALAGENT_LONG_TESTS=$(LONG) $(VENV)/bin/python -m pytest -q

@@ -252,6 +252,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_sample(tmp_path: Pat
     assert all(row["score"] == expected_score(int(row["id"][1:])) for row in rows)
 
 
+@pytest.mark.long  # CI runs it, beside the evaluation notebook (30 s alone); fakes test the CLI's path
 @pytest.mark.real_weights
 @pytest.mark.tiny_replies  # its 3 samples are among the evaluation notebook's 5 (seed 0)
 def test_easy_vqa_end_to_end_with_the_tiny_preset(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ def test_open_question_about_an_example_photo(agent):
     assert "cat" in trace.caption  # the classifier sees a cat
 
 
+@pytest.mark.long  # CI runs it, beside the quickstart notebook that asks the same (17 s alone)
 def test_choice_kinds_always_answer_with_a_choice(agent):
     # One of each kind: the README quick start's two and the quickstart notebook's entailment.
     samples = [
