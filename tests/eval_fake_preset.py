@@ -37,11 +37,16 @@ def fake_answer(user_turn: str) -> str:
 
 
 def _delay(variable: str) -> None:
-    """Sleep as long as ``variable`` says; first touch ``FAKE_EVAL_STARTED`` (a path), if set,
-    so a test knows the model is at work."""
+    """Sleep as long as ``variable`` says. With ``FAKE_EVAL_STARTED`` (a path) set, only the
+    first slow call sleeps, and it first creates that file, so a test knows the model is at
+    work (and can interrupt it) and what follows the interruption runs at full speed."""
     seconds = float(os.environ.get(variable, "0"))
-    if seconds and os.environ.get("FAKE_EVAL_STARTED"):
-        open(os.environ["FAKE_EVAL_STARTED"], "a").close()
+    marker = os.environ.get("FAKE_EVAL_STARTED")
+    if seconds and marker:
+        try:
+            open(marker, "x").close()
+        except FileExistsError:
+            return
     time.sleep(seconds)
 
 

@@ -220,7 +220,7 @@ def test_report_renders_a_table_next_to_the_first_file_by_default(tmp_path: Path
     assert_one_error_line(invoke("report", str(tmp_path / "none.jsonl")), 2, "none.jsonl")
 
 
-def test_a_killed_run_resumes_without_losing_or_repeating_a_sample(tmp_path: Path) -> None:
+def test_a_killed_run_resumes_without_losing_or_repeating_a_sample(tmp_path: Path, builds: Builds) -> None:
     data, out = write_fixture(tmp_path / "data"), tmp_path / "r.jsonl"
     command = [sys.executable, "-c",
                "from tests.eval_fake_preset import register; register(); from idealagent.cli import main; main()",
@@ -243,9 +243,8 @@ def test_a_killed_run_resumes_without_losing_or_repeating_a_sample(tmp_path: Pat
         process.stderr.close()
     _, partial_rows = read_lines(out) if out.read_bytes().endswith(b"\n") else (None, None)
     assert partial_rows is None or 5 <= len(partial_rows) < N_ITEMS
-    rerun = subprocess.run(command, cwd=ROOT, env={**env, "FAKE_EVAL_DELAY": "0"}, capture_output=True,
-                           text=True, timeout=120, check=False)
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = run_eval_cli(data, out, "--batch-size", "2")  # in this process: only the file carries over
+    assert rerun.exit_code == 0, rerun.output
     _, rows = read_lines(out)  # every line parses: no torn line is left
     assert out.read_text().count('"header"') == 1
     assert sorted(row["id"] for row in rows) == [f"q{n:02d}" for n in range(N_ITEMS)]

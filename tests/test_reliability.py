@@ -31,6 +31,7 @@ from idealagent.testing import IDEALGPT_LOOP, ScriptedAnswerer, ScriptedChatMode
 from tests.conftest import sub_questions, verdict
 from tests.openai_stub import Slow, Status, StubServer
 from tests.test_cli import invoke
+from tests.test_eval_cli import builds  # noqa: F401  (a fixture: the fake-eval preset in this process)
 from tests.test_eval_runner import read_lines, write_fixture
 from tests.test_openai_backends import scripted_endpoint
 
@@ -352,7 +353,7 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.parametrize("phase", ["FAKE_EVAL_ASK_DELAY", "FAKE_EVAL_ANSWER_DELAY", "FAKE_EVAL_DELAY"])
-def test_ctrl_c_stops_eval_keeping_finished_samples_and_the_rerun_resumes(phase, tmp_path):
+def test_ctrl_c_stops_eval_keeping_finished_samples_and_the_rerun_resumes(phase, tmp_path, builds):
     data, out = write_fixture(tmp_path / "data", 12), tmp_path / "r.jsonl"
     args = ("eval", "jsonl", "--data", str(data), "--out", str(out), "--preset", "fake-eval", "--batch-size", "2")
     process = fake_cli(*args, env={phase: "0.3"})
@@ -372,9 +373,8 @@ def test_ctrl_c_stops_eval_keeping_finished_samples_and_the_rerun_resumes(phase,
     assert "Traceback" not in stderr
     kept = read_existing(out)
     assert 2 <= len(kept.done) < 12 and all(not done.failed for done in kept.done.values())
-    rerun = subprocess.run([sys.executable, "-c", FAKE_CLI, *args], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120, check=False)
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = invoke(*args)  # in this process: the run file alone carries what was kept
+    assert rerun.exit_code == 0, rerun.output
     _, rows = read_lines(out)
     assert sorted(row["id"] for row in rows) == [f"q{n:02d}" for n in range(12)]
     assert all(row["error"] is None for row in rows)
