@@ -405,10 +405,11 @@ def test_smollm2_converts_once_then_loads_from_cache(smollm2_converted, caplog):
     assert isinstance(row["parsed"], Answer)
 
 
-def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path):
-    """transformers opens the GGUF three times in a conversion, and asks for its tensor-name
-    table once per module; inside ``_one_gguf_read`` the openings share one parsed reader and
-    the askings one table, and the real functions are back afterwards."""
+def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path, monkeypatch):
+    """transformers opens the GGUF three times in a conversion, parses every field each time,
+    and asks for its tensor-name table once per module; inside ``_one_gguf_read`` the openings
+    share one parsed reader, each field is parsed once, and the askings share one table. The
+    real functions are back afterwards."""
     import gguf
     import numpy as np
 
@@ -422,6 +423,12 @@ def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    from transformers import modeling_gguf_pytorch_utils as loader
+
+    parsed = []
+    parse = loader._gguf_parse_value
+    monkeypatch.setattr(loader, "_gguf_parse_value", lambda *a: parsed.append(a) or parse(*a))
+    counting = loader._gguf_parse_value
     original, original_names = gguf.GGUFReader, gguf.get_tensor_name_map
     llama = next(arch for arch, name in gguf.MODEL_ARCH_NAMES.items() if name == "llama")
     with _one_gguf_read():
@@ -432,4 +439,10 @@ def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path):
         names = gguf.get_tensor_name_map(llama, 2)
         assert gguf.get_tensor_name_map(llama, 2) is names and names.get_name("model.layers.1.mlp.up_proj") == "blk.1.ffn_up"
         assert gguf.get_tensor_name_map(llama, 3) is not names
+        # transformers parses each field of the shared reader once, however often it loads
+        field = first.fields["test.value"]
+        part = field.parts[field.data[0]]
+        assert loader._gguf_parse_value is not counting
+        assert [loader._gguf_parse_value(part, field.types) for _ in range(3)] == [7, 7, 7] and len(parsed) == 1
     assert gguf.GGUFReader is original and gguf.get_tensor_name_map is original_names
+    assert loader._gguf_parse_value is counting

@@ -83,10 +83,43 @@ def _one_gguf_read() -> Iterator[None]:
 
     # transformers imports both from the module at each call
     gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.cache(original_names)
+    with _fields_parsed_once():
+        try:
+            yield
+        finally:
+            gguf.GGUFReader, gguf.get_tensor_name_map = original, original_names
+
+
+@contextmanager
+def _fields_parsed_once() -> Iterator[None]:
+    """Within it, transformers turns each header field of a shared reader into Python values
+    once: each of its three loads parses every field again (about 1.5 s each for SmolLM2's
+    vocabulary). A field's parts are the reader's own arrays, alive as long as it is, so one is
+    known by its identity; its value (a number, a flag or a string) is immutable."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as loader
+    except ImportError:
+        yield
+        return
+    parse = getattr(loader, "_gguf_parse_value", None)
+    if parse is None:  # another transformers: it parses as it likes
+        yield
+        return
+    parsed: dict[int, tuple[Any, Any, Any]] = {}
+
+    def parse_once(value: Any, data_type: Any) -> Any:
+        known = parsed.get(id(value))
+        if known is not None and known[0] is value and known[1] == data_type:
+            return known[2]
+        result = parse(value, data_type)
+        parsed[id(value)] = (value, data_type, result)  # holding value keeps its id its own
+        return result
+
+    loader._gguf_parse_value = parse_once
     try:
         yield
     finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = original, original_names
+        loader._gguf_parse_value = parse
 
 
 def check_room(folder: Path) -> None:
