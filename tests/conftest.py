@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,6 @@ def pytest_collection_modifyitems(config, items) -> None:
     """Skip the ``long`` checks unless ``IDEALAGENT_LONG_TESTS=1`` (``make test LONG=1``; CI sets
     it): each newcomer's ``make test`` stays within a few minutes on two cores, and CI still runs
     everything. The summary names every one skipped."""
-    import os
-
     if os.environ.get(LONG_ENV) == "1":
         return
     skip = pytest.mark.skip(reason=f"a long check: CI runs it; here, make test LONG=1 or {LONG_ENV}=1")
