@@ -435,6 +435,9 @@ def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path, monkeypatch):
         first = gguf.GGUFReader(path)
         assert gguf.GGUFReader(str(path)) is first and isinstance(first, original)
         assert first.fields["test.value"].contents() == 7
+        # over a plain array, not a numpy.memmap (whose every slice runs Python code), same bytes
+        assert type(first.data) is np.ndarray and (first.data == np.memmap(path, mode="r")).all()
+        assert (first.tensors[0].data == np.arange(4, dtype=np.float32)).all()
         assert gguf.GGUFReader(path, "c") is not first  # another mode is another reader
         names = gguf.get_tensor_name_map(llama, 2)
         assert gguf.get_tensor_name_map(llama, 2) is names and names.get_name("model.layers.1.mlp.up_proj") == "blk.1.ffn_up"
@@ -445,4 +448,5 @@ def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path, monkeypatch):
         assert loader._gguf_parse_value is not counting
         assert [loader._gguf_parse_value(part, field.types) for _ in range(3)] == [7, 7, 7] and len(parsed) == 1
     assert gguf.GGUFReader is original and gguf.get_tensor_name_map is original_names
-    assert loader._gguf_parse_value is counting
+    assert loader._gguf_parse_value is counting and gguf.gguf_reader.np is np
+    assert type(gguf.GGUFReader(path).data) is np.memmap
