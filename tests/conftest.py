@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-
 LONG_ENV = "IDEALAGENT_LONG_TESTS"
 
 

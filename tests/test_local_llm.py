@@ -164,6 +164,7 @@ def test_role_copies_share_one_grammar_compiler(tiny_llama_path, monkeypatch):
     assert len(built) == 1 and len(compiled) == 3 and compiled[0] is compiled[1] is compiled[2]
     assert isinstance(first, Verdict) and again["parsing_error"] is not None  # 8 tokens: cut short
 
+
 def test_reasoner_schemas_hold_under_constrained_decoding_from_random_weights(chat):
     """The agent's own verdict schemas, not just a test schema: a random model's open answer
     still starts like a word and stays a short phrase; a choice answer is one of the letters."""
@@ -412,6 +413,7 @@ def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path, monkeypatch):
     real functions are back afterwards."""
     import gguf
     import numpy as np
+    from transformers import modeling_gguf_pytorch_utils as loader
 
     from idealagent.llms.smollm2 import _one_gguf_read
 
@@ -423,8 +425,6 @@ def test_a_gguf_file_is_parsed_once_during_a_conversion(tmp_path, monkeypatch):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    from transformers import modeling_gguf_pytorch_utils as loader
-
     parsed = []
     parse = loader._gguf_parse_value
     monkeypatch.setattr(loader, "_gguf_parse_value", lambda *a: parsed.append(a) or parse(*a))

@@ -353,7 +353,7 @@ def wait_for(condition, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.parametrize("phase", ["FAKE_EVAL_ASK_DELAY", "FAKE_EVAL_ANSWER_DELAY", "FAKE_EVAL_DELAY"])
-def test_ctrl_c_stops_eval_keeping_finished_samples_and_the_rerun_resumes(phase, tmp_path, builds):
+def test_ctrl_c_stops_eval_keeping_finished_samples_and_the_rerun_resumes(phase, tmp_path, builds):  # noqa: F811
     data, out = write_fixture(tmp_path / "data", 12), tmp_path / "r.jsonl"
     args = ("eval", "jsonl", "--data", str(data), "--out", str(out), "--preset", "fake-eval", "--batch-size", "2")
     process = fake_cli(*args, env={phase: "0.3"})

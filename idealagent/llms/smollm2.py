@@ -62,8 +62,10 @@ def ensure_converted(folder: Path) -> None:
 
 @contextmanager
 def _one_gguf_read() -> Iterator[None]:
-    """Within it, a GGUF file is parsed once however often it is opened, and the table of its
-    tensor names is built once however often it is asked for.
+    """Within it, a GGUF file is parsed once however often it is opened (over plain arrays:
+    ``_over_plain_arrays``), each of its header fields becomes Python values once
+    (``_fields_parsed_once``), and the table of its tensor names is built once however often it
+    is asked for.
 
     transformers opens SmolLM2's file three times (the tokenizer's config, the model's config,
     the weights), and each opening parses every header field, its 49k-token vocabulary included:
